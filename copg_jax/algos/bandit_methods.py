@@ -1,0 +1,404 @@
+"""Estimators and update rules on the KL-regularized bandit objective (SPEC §2).
+
+Every estimator returns an *ascent* direction on softmax logits θ[K], averaged over the
+groups of a batch; a group is ``k = cfg.num_samples`` arms (a pair when k = 2) with
+element ``i`` drawn from ``ν_i = μ1`` (even i) or ``μ2`` (odd i) off-policy, or from π
+on-policy. ``∇_θ ln π(y) = e_y − π``. ``R_β^π(y) = r(y) − β ln(π(y)/π_ref(y))`` uses the
+*observed* reward r and is held constant when differentiating (the estimators are the
+gradient formulas of the papers, not autodiff of R_β^π).
+
+Each ``expected`` is the exact twin: the expectation of ``estimate`` over the data
+distribution (a finite sum over arms). For the self-normalized estimator it is the
+``B → ∞`` limit (the finite-batch mean differs by O(1/B)).
+
+References: CoPG = Flet-Berliac et al., arXiv 2406.19185 (2024); IPO = Azar et al. 2023;
+DPO = Rafailov et al. 2023; MMD = Sokota et al., ICLR 2023; MDPO = Tomar et al., ICLR 2022.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from copg_jax.algos.base import Method, StaticConfig
+from copg_jax.algos.registry import register
+from copg_jax.envs.bandit import Bandit, sample_rewards
+from copg_jax.kinds.bandit import sample_categorical
+
+Array = jax.Array
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _policy(logits):
+    return jax.nn.softmax(logits), jax.nn.log_softmax(logits)
+
+
+def reg_reward(problem: Bandit, logp: Array, beta, y: Array, r: Array) -> Array:
+    """``R_β^π(y) = r − β (ln π(y) − ln π_ref(y))`` for observed rewards ``r``."""
+    return r - beta * (logp[y] - jnp.log(problem.ref_probs)[y])
+
+
+def _reg_reward_all(problem: Bandit, logp: Array, beta) -> Array:
+    """Mean regularized reward of every arm (the noise has mean R)."""
+    return problem.rewards - beta * (logp - jnp.log(problem.ref_probs))
+
+
+def _scatter(values: Array, y: Array, k: int) -> Array:
+    """``Σ_b values[b] e_{y[b]}`` as a K-vector (a masked sum; no shape changes)."""
+    return jnp.zeros((k,), values.dtype).at[y.reshape(-1)].add(values.reshape(-1))
+
+
+def _behaviour(problem: Bandit, k: int) -> list[Array]:
+    return [problem.mu1 if i % 2 == 0 else problem.mu2 for i in range(k)]
+
+
+def _baseline(problem: Bandit, probs, logp, beta, kind: str):
+    if kind == "none":
+        return jnp.zeros((), probs.dtype)
+    if kind == "value":
+        return probs @ problem.rewards
+    return probs @ _reg_reward_all(problem, logp, beta)
+
+
+def _score_weighted(weights: Array, y: Array, probs: Array) -> Array:
+    """``mean_b Σ_i w[b,i] (e_{y[b,i]} − π)``."""
+    bsz, k = y.shape
+    return (_scatter(weights, y, probs.shape[0]) - jnp.sum(weights) * probs) / bsz
+
+
+def on_policy_sample(key, logits, problem: Bandit, hp, aux, cfg: StaticConfig):
+    """``B`` groups of k arms drawn from π, with observed rewards."""
+    k_y, k_r = jax.random.split(key)
+    probs = jax.nn.softmax(logits)
+    y = sample_categorical(k_y, probs, (cfg.batch_size, cfg.num_samples))
+    return {"y": y, "r": sample_rewards(k_r, problem, y)}
+
+
+# ------------------------------------------------------------------------------- CoPG
+
+
+def copg_estimate(logits, problem: Bandit, hp, batch, aux, cfg) -> Array:
+    """CoPG (CoPG eq. 7, k-sample form): ``Σ_{i<j} (R_β(y_i) − R_β(y_j))(e_{y_i} − e_{y_j})
+    / (k − 1)``, which equals ``Σ_i (R_β(y_i) − mean_{j≠i} R_β(y_j)) e_{y_i}``; for a pair
+    ``(R_β(y) − R_β(y'))(e_y − e_{y'})``. No importance weights; its expectation vanishes
+    only at π* for any behaviour μ1, μ2 with full support (CoPG Thm. 1)."""
+    _, logp = _policy(logits)
+    y, r = batch["y"], batch["r"]
+    a = reg_reward(problem, logp, hp["beta"], y, r)
+    k = y.shape[1]
+    loo = (jnp.sum(a, axis=1, keepdims=True) - a) / (k - 1)
+    return _scatter(a - loo, y, logits.shape[0]) / y.shape[0]
+
+
+def pair_expectation(p: Array, q: Array, a: Array) -> Array:
+    """``E_{y~p, y'~q}[(a(y) − a(y'))(e_y − e_{y'})] = p∘a − (q·a)p − (p·a)q + q∘a``."""
+    return p * a - (q @ a) * p - (p @ a) * q + q * a
+
+
+def copg_expected(logits, problem: Bandit, hp, aux, cfg) -> Array:
+    _, logp = _policy(logits)
+    a = _reg_reward_all(problem, logp, hp["beta"])
+    nus = _behaviour(problem, cfg.num_samples)
+    k = cfg.num_samples
+    total = jnp.zeros_like(logits)
+    for i in range(k):
+        for j in range(i + 1, k):
+            total = total + pair_expectation(nus[i], nus[j], a)
+    return total / (k - 1)
+
+
+def copg_loss(logits, problem: Bandit, hp, batch) -> Array:
+    """CoPG surrogate to *maximize* (CoPG eq. 6, pairs): ``(R_{β/2}(y) − R_{β/2}(y'))
+    ln(π(y)/π_ref(y)) + (R_{β/2}(y') − R_{β/2}(y)) ln(π(y')/π_ref(y'))`` with
+    ``R_{β/2}^π`` not held constant; its gradient is :func:`copg_estimate` (k = 2)."""
+    logp = jax.nn.log_softmax(logits)
+    y, r = batch["y"], batch["r"]
+    half = reg_reward(problem, logp, hp["beta"] / 2, y, r)
+    h = logp[y] - jnp.log(problem.ref_probs)[y]
+    d = half[:, 0] - half[:, 1]
+    return jnp.mean(d * h[:, 0] - d * h[:, 1])
+
+
+# --------------------------------------------------------------------- naive and IS PG
+
+
+def pg_estimate_with(baseline_kind: str):
+    def estimate(logits, problem: Bandit, hp, batch, aux, cfg) -> Array:
+        probs, logp = _policy(logits)
+        a = reg_reward(problem, logp, hp["beta"], batch["y"], batch["r"])
+        b = _baseline(problem, probs, logp, hp["beta"], baseline_kind)
+        return _score_weighted(a - b, batch["y"], probs)
+
+    return estimate
+
+
+def pg_expected_with(baseline_kind: str):
+    def expected(logits, problem: Bandit, hp, aux, cfg) -> Array:
+        probs, logp = _policy(logits)
+        a = _reg_reward_all(problem, logp, hp["beta"]) - _baseline(
+            problem, probs, logp, hp["beta"], baseline_kind
+        )
+        return sum(nu * a - (nu @ a) * probs for nu in _behaviour(problem, cfg.num_samples))
+
+    return expected
+
+
+def _is_weight(kind: str, rho: Array, hp) -> Array:
+    if kind == "truncated":
+        return jnp.minimum(rho, hp["trunc"])
+    return rho
+
+
+def is_estimate_with(kind: str):
+    """Importance-sampled PG, ``ρ = π(y)/ν(y)`` per element (each uses its own μ):
+    plain ``ρ (R_β − b)(e_y − π)``; truncated ``min(ρ, c̄)``; self-normalized (weights of
+    each element position divided by their batch sum); PPO-clip: the gradient of
+    ``min(ρA, clip(ρ, 1 ± ε) A)`` with ``A = R_β − b`` held constant."""
+
+    def estimate(logits, problem: Bandit, hp, batch, aux, cfg) -> Array:
+        probs, logp = _policy(logits)
+        y = batch["y"]
+        adv = reg_reward(problem, logp, hp["beta"], y, batch["r"]) - _baseline(
+            problem, probs, logp, hp["beta"], cfg.baseline
+        )
+        nu = jnp.stack(_behaviour(problem, y.shape[1]))  # [k, K]
+        rho = probs[y] / nu[jnp.arange(y.shape[1])[None, :], y]
+        if kind == "self_normalized":
+            w = rho / jnp.sum(rho, axis=0, keepdims=True) * y.shape[0]
+        elif kind == "ppo_clip":
+            eps = hp["clip_eps"]
+            active = jnp.where(adv >= 0, rho < 1 + eps, rho > 1 - eps)
+            w = rho * active
+        else:
+            w = _is_weight(kind, rho, hp)
+        return _score_weighted(w * adv, y, probs)
+
+    return estimate
+
+
+def is_expected_with(kind: str):
+    def expected(logits, problem: Bandit, hp, aux, cfg) -> Array:
+        probs, logp = _policy(logits)
+        adv = _reg_reward_all(problem, logp, hp["beta"]) - _baseline(
+            problem, probs, logp, hp["beta"], cfg.baseline
+        )
+        total = jnp.zeros_like(logits)
+        for nu in _behaviour(problem, cfg.num_samples):
+            rho = probs / nu
+            if kind == "self_normalized":
+                w = rho  # B → ∞ limit: E_ν[ρ X] / E_ν[ρ] with E_ν[ρ] = 1
+            elif kind == "ppo_clip":
+                eps = hp["clip_eps"]
+                w = rho * jnp.where(adv >= 0, rho < 1 + eps, rho > 1 - eps)
+            else:
+                w = _is_weight(kind, rho, hp)
+            c = nu * w * adv
+            total = total + c - jnp.sum(c) * probs
+        return total
+
+    return expected
+
+
+# ------------------------------------------------------------------------ on-policy
+
+
+def rloo_estimate(logits, problem: Bandit, hp, batch, aux, cfg) -> Array:
+    """RLOO on ``R_β^π`` with y_1..y_k ~ π: ``Σ_i (R_β(y_i) − mean_{j≠i} R_β(y_j))
+    ∇ln π(y_i)`` (summed over the group; expectation ``k ∇J``). On the same samples it
+    equals k-sample CoPG exactly (the π terms cancel)."""
+    probs, logp = _policy(logits)
+    y = batch["y"]
+    a = reg_reward(problem, logp, hp["beta"], y, batch["r"])
+    k = y.shape[1]
+    loo = (jnp.sum(a, axis=1, keepdims=True) - a) / (k - 1)
+    return _score_weighted(a - loo, y, probs)
+
+
+def rloo_expected(logits, problem: Bandit, hp, aux, cfg) -> Array:
+    """``k ∇J = k π ∘ (R_β^π − J)``."""
+    probs, logp = _policy(logits)
+    a = _reg_reward_all(problem, logp, hp["beta"])
+    return cfg.num_samples * probs * (a - probs @ a)
+
+
+# --------------------------------------------------------------------- IPO and DPO
+
+
+def _pref_pairs(batch):
+    y = batch["y"]
+    z = batch["pref"] > 0.5
+    w = jnp.where(z, y[:, 0], y[:, 1])
+    lo = jnp.where(z, y[:, 1], y[:, 0])
+    return w, lo
+
+
+def _h(problem: Bandit, logp):
+    return logp - jnp.log(problem.ref_probs)
+
+
+def ipo_pair_direction(hw_minus_hl, beta):
+    """``−∂/∂(h_w − h_l)`` of the IPO loss ``(h_w − h_l − 1/(2τ))²`` with ``τ = β``."""
+    return -2.0 * (hw_minus_hl - 1.0 / (2.0 * beta))
+
+
+def dpo_pair_direction(hw_minus_hl, beta):
+    """``−∂/∂(h_w − h_l)`` of the DPO loss ``−ln σ(β (h_w − h_l))``."""
+    return beta * jax.nn.sigmoid(-beta * hw_minus_hl)
+
+
+def pref_estimate_with(pair_direction):
+    def estimate(logits, problem: Bandit, hp, batch, aux, cfg) -> Array:
+        h = _h(problem, jax.nn.log_softmax(logits))
+        w, lo = _pref_pairs(batch)
+        c = pair_direction(h[w] - h[lo], hp["beta"])
+        k = logits.shape[0]
+        return (_scatter(c, w, k) - _scatter(c, lo, k)) / w.shape[0]
+
+    return estimate
+
+
+def pref_expected_with(pair_direction):
+    def expected(logits, problem: Bandit, hp, aux, cfg) -> Array:
+        h = _h(problem, jax.nn.log_softmax(logits))
+        p_win = jax.nn.sigmoid(problem.rewards[:, None] - problem.rewards[None, :])
+        # weight of (winner=i, loser=j): μ1(i)μ2(j)σ(R_i−R_j) + μ1(j)μ2(i)σ(R_i−R_j)
+        pair = problem.mu1[:, None] * problem.mu2[None, :]
+        wgt = (pair + pair.T) * p_win
+        c = wgt * pair_direction(h[:, None] - h[None, :], hp["beta"])
+        return jnp.sum(c, axis=1) - jnp.sum(c, axis=0)
+
+    return expected
+
+
+def ipo_loss(logits, problem: Bandit, hp, batch) -> Array:
+    """IPO loss to minimize (Azar et al. 2023), τ = β: ``(h_w − h_l − 1/(2τ))²``."""
+    h = _h(problem, jax.nn.log_softmax(logits))
+    w, lo = _pref_pairs(batch)
+    return jnp.mean((h[w] - h[lo] - 1.0 / (2.0 * hp["beta"])) ** 2)
+
+
+def dpo_loss(logits, problem: Bandit, hp, batch) -> Array:
+    """DPO loss to minimize (Rafailov et al. 2023): ``−ln σ(β (h_w − h_l))``."""
+    h = _h(problem, jax.nn.log_softmax(logits))
+    w, lo = _pref_pairs(batch)
+    return jnp.mean(-jax.nn.log_sigmoid(hp["beta"] * (h[w] - h[lo])))
+
+
+# ------------------------------------------------------------------ mirror descent
+
+
+def md_step(logits, aux, problem: Bandit, hp, t, cfg):
+    """Linearized mirror descent / NPG: ``π_{t+1} ∝ π_t^{1−ηβ} π_ref^{ηβ} e^{ηR}``."""
+    eb = hp["eta"] * hp["beta"]
+    new = (1 - eb) * jax.nn.log_softmax(logits) + eb * jnp.log(problem.ref_probs)
+    return jax.nn.log_softmax(new + hp["eta"] * problem.rewards), aux
+
+
+def md_proximal_step(logits, aux, problem: Bandit, hp, t, cfg):
+    """Proximal mirror descent: ``π_{t+1} ∝ (π_t π_ref^{ηβ} e^{ηR})^{1/(1+ηβ)}``."""
+    eta, beta = hp["eta"], hp["beta"]
+    new = jax.nn.log_softmax(logits) + eta * beta * jnp.log(problem.ref_probs)
+    return jax.nn.log_softmax((new + eta * problem.rewards) / (1 + eta * beta)), aux
+
+
+def mmd_init(key, problem: Bandit, hp, cfg):
+    return jnp.log(problem.ref_probs)  # magnet logits
+
+
+def mmd_step(logits, magnet, problem: Bandit, hp, t, cfg):
+    """Magnetic mirror descent (Sokota et al. 2023): ``π_{t+1} ∝ (π_t e^{ηR}
+    m^{ηβ})^{1/(1+ηβ)}`` with magnet m = π_ref; with ``magnet_lr = α > 0`` the magnet moves,
+    ``m_{t+1} ∝ m_t^{1−α} π_{t+1}^α`` (its fixed point is then no longer π*)."""
+    eta, beta = hp["eta"], hp["beta"]
+    new = jax.nn.log_softmax(logits) + eta * problem.rewards + eta * beta * magnet
+    new = jax.nn.log_softmax(new / (1 + eta * beta))
+    alpha = hp["magnet_lr"]
+    magnet = jax.nn.log_softmax((1 - alpha) * magnet + alpha * new)
+    return new, magnet
+
+
+# ------------------------------------------------------------------------------ MDPO
+
+
+def mdpo_init(key, problem: Bandit, hp, cfg):
+    return jnp.log(problem.ref_probs)  # anchor π_k (logits)
+
+
+def mdpo_pre_step(logits, anchor, problem, hp, t, cfg):
+    """The anchor π_k is the current policy every ``m = cfg.inner_steps`` updates."""
+    return jnp.where(t % cfg.inner_steps == 0, jax.nn.log_softmax(logits), anchor)
+
+
+def mdpo_sample(key, logits, problem: Bandit, hp, anchor, cfg):
+    return on_policy_sample(key, anchor, problem, hp, None, cfg)
+
+
+def _mdpo_f(problem, logp, logp_k, hp, y, r):
+    """``A(y) − (1/η) ln(π(y)/π_k(y))`` with ``A = R_β^{π_k}(y) − E_{π_k}[R_β^{π_k}]``."""
+    probs_k = jnp.exp(logp_k)
+    a_all = _reg_reward_all(problem, logp_k, hp["beta"])
+    adv = reg_reward(problem, logp_k, hp["beta"], y, r) - probs_k @ a_all
+    return adv - (logp[y] - logp_k[y]) / hp["eta"]
+
+
+def mdpo_estimate(logits, problem: Bandit, hp, batch, anchor, cfg) -> Array:
+    """MDPO (Tomar et al. 2022): ascent on ``E_{y~π_k}[(π/π_k)(y) A(y)] − (1/η)KL(π‖π_k)``
+    estimated from y ~ π_k: ``ρ (A − (1/η) ln(π/π_k))(e_y − π)``, ρ = π/π_k."""
+    probs, logp = _policy(logits)
+    logp_k = jax.nn.log_softmax(anchor)
+    y = batch["y"]
+    rho = jnp.exp(logp[y] - logp_k[y])
+    f = _mdpo_f(problem, logp, logp_k, hp, y, batch["r"])
+    return _score_weighted(rho * f, y, probs) / y.shape[1]
+
+
+def mdpo_expected(logits, problem: Bandit, hp, anchor, cfg) -> Array:
+    probs, logp = _policy(logits)
+    logp_k = jax.nn.log_softmax(anchor)
+    y = jnp.arange(logits.shape[0])
+    f = _mdpo_f(problem, logp, logp_k, hp, y, problem.rewards)
+    return probs * (f - probs @ f)
+
+
+# --------------------------------------------------------------------------- registry
+
+_B = {"beta": 0.5}
+_LR = {"beta": 0.5, "lr": 1e-3}
+
+register(Method("copg", "bandit", _LR, copg_estimate.__doc__.split("\n")[0],
+                estimate=copg_estimate, expected=copg_expected, num_samples_free=True))
+register(Method("pg", "bandit", _LR, "Naive off-policy PG, b = 0 (biased).",
+                estimate=pg_estimate_with("none"), expected=pg_expected_with("none"),
+                num_samples_free=True))
+register(Method("pg_value_baseline", "bandit", _LR,
+                "Naive off-policy PG with b = E_π[R] (exact; biased).",
+                estimate=pg_estimate_with("value"), expected=pg_expected_with("value"),
+                num_samples_free=True))
+for _name, _kind, _extra in (
+    ("is_pg", "plain", {}),
+    ("is_pg_truncated", "truncated", {"trunc": 1.0}),
+    ("is_pg_self_normalized", "self_normalized", {}),
+    ("ppo_clip", "ppo_clip", {"clip_eps": 0.2}),
+):
+    register(Method(_name, "bandit", {**_LR, **_extra}, f"Importance-sampled PG ({_kind}).",
+                    estimate=is_estimate_with(_kind), expected=is_expected_with(_kind),
+                    num_samples_free=True))
+register(Method("rloo", "bandit", _LR, "On-policy RLOO on R_β^π.", on_policy=True,
+                estimate=rloo_estimate, expected=rloo_expected, sample=on_policy_sample,
+                num_samples_free=True))
+register(Method("ipo", "bandit", _LR, "IPO on Bradley–Terry labels, τ = β.",
+                estimate=pref_estimate_with(ipo_pair_direction),
+                expected=pref_expected_with(ipo_pair_direction)))
+register(Method("dpo", "bandit", _LR, "DPO on Bradley–Terry labels.",
+                estimate=pref_estimate_with(dpo_pair_direction),
+                expected=pref_expected_with(dpo_pair_direction)))
+register(Method("md", "bandit", {**_B, "eta": 1.0}, md_step.__doc__, exact_step=md_step))
+register(Method("md_proximal", "bandit", {**_B, "eta": 1.0}, md_proximal_step.__doc__,
+                exact_step=md_proximal_step))
+register(Method("mmd", "bandit", {**_B, "eta": 1.0, "magnet_lr": 0.0}, "Magnetic MD.",
+                exact_step=mmd_step, init_aux=mmd_init))
+register(Method("mdpo", "bandit", {**_LR, "eta": 1.0}, "Sampled MD (MDPO).", on_policy=True,
+                estimate=mdpo_estimate, expected=mdpo_expected, sample=mdpo_sample,
+                init_aux=mdpo_init, pre_step=mdpo_pre_step))

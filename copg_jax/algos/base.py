@@ -1,0 +1,196 @@
+"""The one interface every method implements.
+
+A method is a frozen record of pure functions (optax-style: no hidden state). The training
+loop in :mod:`copg_jax.train` drives all of them the same way:
+
+* **gradient methods** provide ``estimate(logits, problem, hp, batch, aux, cfg)``, an
+  *ascent* direction in logit space computed from a batch of data, and its exact twin
+  ``expected(logits, problem, hp, aux, cfg)``, the expectation of ``estimate`` over the
+  data distribution (a finite sum, no sampling). An optax optimizer applies ``-direction``.
+* **closed-form methods** (mirror descent, MMD, exact Nash-MD, PMD, ...) provide
+  ``exact_step(logits, aux, problem, hp, t, cfg) -> (logits, aux)`` acting on logits
+  directly. A method may have both (e.g. Nash-MD: closed form when exact, a sampled
+  regression loss when sampled).
+
+Data in sampled mode comes from one of three sources (``cfg.data``):
+
+* ``"offline"``: a fixed dataset drawn once per seed from the problem's behaviour
+  distributions, reshuffled every epoch and cut into minibatches (remainder dropped);
+* ``"fresh"``: a new batch from the behaviour distributions at every step;
+* ``"on_policy"``: the method's own ``sample(key, logits, problem, hp, aux, cfg)``
+  (draws from π, or from a geometric mixture). On-policy methods always use it.
+
+Hyperparameters are a flat ``dict[str, scalar array]`` (pytree leaves: vmappable, so a
+grid of values compiles once). Structure (sizes, step counts, optimizer kind, number of
+samples) lives in the hashable :class:`StaticConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from copg_jax import validation as v
+
+Array = jax.Array
+Batch = Mapping[str, Array]
+HParams = Mapping[str, Array]
+
+PROBLEM_KINDS = ("bandit", "game", "mdp")
+DATA_SOURCES = ("offline", "fresh", "on_policy")
+OPTIMIZERS = ("adam", "sgd")
+MODES = ("sampled", "exact")
+
+# Domain of every numeric hyperparameter: (low, high, low_open, high_open).
+HPARAM_DOMAINS: dict[str, tuple[float, float, bool, bool]] = {
+    "beta": (0.0, np.inf, True, True),  # KL strength, > 0
+    "tau": (0.0, np.inf, True, True),  # game regularization, > 0
+    "lr": (0.0, np.inf, True, True),  # optimizer learning rate, > 0
+    "eta": (0.0, np.inf, True, True),  # mirror-descent step, > 0
+    "clip_eps": (0.0, np.inf, True, True),  # PPO clip ε, > 0
+    "trunc": (0.0, np.inf, True, True),  # IS truncation level c̄, > 0
+    "mix": (0.0, 1.0, False, False),  # Nash-MD-PG mixture coefficient, in [0, 1]
+    "magnet_lr": (0.0, 1.0, False, False),  # MMD moving-magnet rate, in [0, 1]
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class StaticConfig:
+    """Everything that changes the compiled program (hashable).
+
+    Attributes:
+      mode: ``"sampled"`` or ``"exact"`` (expected update, no sampling).
+      data: data source in sampled mode for off-policy methods (see module doc).
+      num_steps: total number of updates.
+      log_every: metrics are recorded every ``log_every`` updates (and at step 0).
+      batch_size: groups (pairs, or k-tuples) per minibatch.
+      num_samples: k, samples per group (2 = pairs; CoPG k-sample / RLOO use k > 2).
+      dataset_size: groups in the offline dataset.
+      optimizer: ``"adam"`` or ``"sgd"`` for gradient methods.
+      inner_steps: m, SGD steps per outer iteration (``mdpo``).
+      eta_schedule: ``"constant"`` or ``"nash_md"`` (η_t = 2/(τ(t+2)), NLHF Thm.).
+      baseline: baseline of ``is_pg``-family estimators: ``"none"``, ``"value"`` (E_π[R]),
+        or ``"regularized_value"`` (E_π[R_β^π]), all computed exactly.
+    """
+
+    mode: str = "sampled"
+    data: str = "offline"
+    num_steps: int = 1000
+    log_every: int = 10
+    batch_size: int = 512
+    num_samples: int = 2
+    dataset_size: int = 10_000
+    optimizer: str = "adam"
+    inner_steps: int = 1
+    eta_schedule: str = "constant"
+    baseline: str = "regularized_value"
+
+    def __post_init__(self):
+        v.check_choice("mode", self.mode, MODES)
+        v.check_choice("data", self.data, DATA_SOURCES)
+        v.check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        v.check_choice("eta_schedule", self.eta_schedule, ("constant", "nash_md"))
+        v.check_choice("baseline", self.baseline, ("none", "value", "regularized_value"))
+        for name in ("num_steps", "log_every", "batch_size", "dataset_size", "inner_steps"):
+            v.check_int_at_least(name, getattr(self, name), 1)
+        v.check_int_at_least("num_samples", self.num_samples, 2)
+        if self.num_steps % self.log_every:
+            raise ValueError(
+                f"log_every: must divide num_steps={self.num_steps}, got {self.log_every}"
+            )
+        if self.mode == "sampled" and self.data == "offline":
+            if self.batch_size > self.dataset_size:
+                raise ValueError(
+                    f"batch_size: must be <= dataset_size={self.dataset_size} for offline "
+                    f"data, got {self.batch_size}"
+                )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.dataset_size // self.batch_size
+
+    def replace(self, **kw) -> StaticConfig:
+        return dataclasses.replace(self, **kw)
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A method: pure functions plus the facts the harness needs about them.
+
+    Attributes:
+      name: the registry name used by every CLI and results file.
+      problem: ``"bandit"``, ``"game"`` or ``"mdp"``.
+      hparams: names of the numeric hyperparameters it reads, with defaults.
+      doc: one line: the update rule and the paper.
+      on_policy: sampled mode draws with ``sample`` (ignores ``cfg.data``).
+      estimate / expected: gradient estimator and its exact twin (ascent directions).
+      exact_step: closed-form update used in exact mode (takes precedence over
+        ``expected``). Methods with only ``exact_step`` are exact-only.
+      sample: on-policy batch sampler.
+      init_aux(key, problem, hp, cfg): extra state (moving magnet, anchor policy, ...),
+        default ``None``.
+      pre_step(logits, aux, problem, hp, t, cfg) -> aux: called before every update
+        (e.g. MDPO refreshes its anchor policy π_k every ``cfg.inner_steps`` updates).
+      lookahead: extragradient: evaluate the direction at a look-ahead point
+        ``θ + lr·g(θ)`` and apply it from ``θ`` (EGPO).
+      num_samples_free: accepts ``cfg.num_samples > 2``.
+    """
+
+    name: str
+    problem: str
+    hparams: Mapping[str, float]
+    doc: str
+    on_policy: bool = False
+    estimate: Callable[..., Array] | None = None
+    expected: Callable[..., Array] | None = None
+    exact_step: Callable[..., tuple[Array, Any]] | None = None
+    sample: Callable[..., Batch] | None = None
+    init_aux: Callable[..., Any] | None = None
+    pre_step: Callable[..., Any] | None = None
+    lookahead: bool = False
+    num_samples_free: bool = False
+
+    def __post_init__(self):
+        v.check_choice("problem", self.problem, PROBLEM_KINDS)
+        unknown = set(self.hparams) - set(HPARAM_DOMAINS)
+        if unknown:
+            raise ValueError(f"hparams: {self.name} names unknown hyperparameters {unknown}")
+        if self.estimate is None and self.exact_step is None and self.expected is None:
+            raise ValueError(f"{self.name}: needs estimate, expected or exact_step")
+
+    @property
+    def has_sampled_mode(self) -> bool:
+        return self.estimate is not None
+
+    def check_config(self, cfg: StaticConfig) -> None:
+        if cfg.mode == "sampled" and not self.has_sampled_mode:
+            raise ValueError(
+                f"mode: method {self.name!r} is exact-only (closed-form update); "
+                f"use mode='exact' or its sampled counterpart"
+            )
+        if cfg.mode == "exact" and self.exact_step is None and self.expected is None:
+            raise ValueError(f"mode: method {self.name!r} has no exact mode")
+        if cfg.num_samples != 2 and not self.num_samples_free:
+            raise ValueError(
+                f"num_samples: method {self.name!r} works on pairs (num_samples=2), "
+                f"got {cfg.num_samples}"
+            )
+
+    def resolve_hparams(self, hp: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Fills defaults, refuses unknown names and out-of-domain values (when concrete)."""
+        hp = dict(hp or {})
+        out = dict(self.hparams)
+        for k, val in hp.items():
+            if k not in HPARAM_DOMAINS:
+                raise ValueError(
+                    f"hparams: unknown hyperparameter {k!r}; known: {sorted(HPARAM_DOMAINS)}"
+                )
+            out[k] = val
+        for k, val in out.items():
+            lo, hi, lo_open, hi_open = HPARAM_DOMAINS[k]
+            v.check_in_range(k, val, lo, hi, lo_open=lo_open, hi_open=hi_open)
+        return out

@@ -1,0 +1,70 @@
+"""The bandit problem kind: targets, metrics and behaviour data for the training loop."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from copg_jax.envs.bandit import Bandit, sample_rewards
+from copg_jax.exact import bandit as eb
+from copg_jax.exact.common import kl
+from copg_jax.kinds.base import ProblemKind
+
+
+def _init_logits(problem: Bandit) -> jax.Array:
+    return jnp.log(problem.ref_probs)
+
+
+def _target(problem: Bandit, hp) -> dict:
+    beta = hp["beta"]
+    return {"probs": eb.optimal_policy(problem, beta), "value": eb.optimal_value(problem, beta)}
+
+
+def _metrics(problem: Bandit, logits, avg_probs, hp, target) -> dict:
+    probs = jax.nn.softmax(logits)
+    beta = hp["beta"]
+    return {
+        "regret": beta * kl(probs, target["probs"]),
+        "kl_to_ref": kl(probs, problem.ref_probs),
+        "kl_to_opt": kl(probs, target["probs"]),
+        "expected_reward": probs @ problem.rewards,
+    }
+
+
+def sample_categorical(key: jax.Array, probs: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Inverse-CDF sampling: one uniform per draw (cheaper than Gumbel-max for small K)."""
+    u = jax.random.uniform(key, shape, dtype=probs.dtype)
+    cdf = jnp.cumsum(probs)
+    idx = jnp.sum(u[..., None] >= cdf[:-1], axis=-1)
+    return idx.astype(jnp.int32)
+
+
+def _behaviour_sample(key: jax.Array, problem: Bandit, n: int, cfg) -> dict:
+    """Groups of ``k = cfg.num_samples`` arms; element i ~ μ1 for even i, μ2 for odd i
+    (so pairs are ``y ~ μ1, y' ~ μ2`` as in CoPG §5). Observed rewards are drawn once;
+    ``pref`` is a Bradley–Terry label ``1{y ≻ y'} ~ Bernoulli(σ(R(y) − R(y')))`` for the
+    first two elements, drawn once (IPO/DPO data)."""
+    k = cfg.num_samples
+    k_mu1, k_mu2, k_r, k_pref = jax.random.split(key, 4)
+    n1 = (k + 1) // 2
+    y1 = sample_categorical(k_mu1, problem.mu1, (n, n1))
+    y2 = sample_categorical(k_mu2, problem.mu2, (n, k - n1))
+    # Interleave: columns 0,2,4.. from μ1 and 1,3,.. from μ2.
+    y = jnp.zeros((n, k), jnp.int32).at[:, 0::2].set(y1).at[:, 1::2].set(y2)
+    r = sample_rewards(k_r, problem, y)
+    logit = problem.rewards[y[:, 0]] - problem.rewards[y[:, 1]]
+    pref = (jax.random.uniform(k_pref, (n,), dtype=r.dtype) < jax.nn.sigmoid(logit)).astype(
+        r.dtype
+    )
+    return {"y": y, "r": r, "pref": pref}
+
+
+BANDIT = ProblemKind(
+    name="bandit",
+    reg_name="beta",
+    init_logits=_init_logits,
+    target=_target,
+    metrics=_metrics,
+    behaviour_sample=_behaviour_sample,
+    metric_names=("regret", "kl_to_ref", "kl_to_opt", "expected_reward"),
+)
