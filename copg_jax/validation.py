@@ -62,7 +62,8 @@ def check_shape(name: str, x, shape: Sequence[int | None]) -> None:
         got = tuple(x.shape)
     else:
         got = np.shape(x)
-    ok = len(got) == len(shape) and all(s is None or s == g for s, g in zip(shape, got))
+    pairs = zip(shape, got, strict=False)
+    ok = len(got) == len(shape) and all(s is None or s == g for s, g in pairs)
     if not ok:
         want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
         raise ValueError(f"{name}: expected shape {want}, got {got}")
