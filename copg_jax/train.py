@@ -1,8 +1,13 @@
-"""The single-run training loop shared by every method.
+"""The training loop shared by every method.
 
-One run = one method, one problem instance, one hyperparameter setting, one seed. It is a
-pure function of ``(problem, hp, key)`` given the static ``(method, cfg)``, so sweeps add
-seed / grid / instance axes with ``jax.vmap`` and compile once (see :mod:`copg_jax.sweep`).
+One run = one problem instance, one hyperparameter setting, one seed — and one or more
+*methods* trained side by side on the same data. It is a pure function of
+``(problem, hps, key)`` given the static ``(methods, cfgs)``, so sweeps add seed / grid /
+instance axes with ``jax.vmap`` and compile once (see :mod:`copg_jax.sweep`).
+
+Methods of a run share the offline dataset and its epoch shuffles (common random numbers:
+the expensive permutation is computed once per epoch for all of them); every method gets
+exactly the numbers it would get if it ran alone with the same key.
 
 Loop structure: ``lax.scan`` over logging chunks, each an inner ``lax.scan`` over
 ``cfg.log_every`` updates; metrics are recorded at step 0 and after every chunk, never
@@ -10,14 +15,15 @@ every step. The step index comes from the scan's ``xs`` and is therefore *unbatc
 under ``vmap``: the epoch reshuffle behind ``lax.cond`` stays a real branch (taken once
 per epoch) instead of becoming a ``select`` that reshuffles at every step.
 
-Randomness: step ``t`` uses ``fold_in(key, t)``; epoch ``e`` is shuffled with
+Randomness: a run key is split into (data, shuffle, run, aux) keys; step ``t`` of a
+method uses ``fold_in(run_key, t)``; epoch ``e`` is shuffled with
 ``fold_in(shuffle_key, e)``. Results therefore do not depend on how the run is chunked
-(resume gives identical numbers).
+(resume gives identical numbers) nor on which other methods share the run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -25,6 +31,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from copg_jax import data as data_lib
 from copg_jax.algos.base import Method, StaticConfig
 from copg_jax.dtypes import as_float
 from copg_jax.kinds import get_kind
@@ -39,9 +46,6 @@ class TrainState:
     aux: Any
     avg_probs: Array  # running mean of the policy over updates 1..t (average iterate)
     key: Array  # per-step randomness: fold_in(key, t)
-    shuffle_key: Array  # epoch permutations: fold_in(shuffle_key, epoch)
-    dataset: Any  # offline dataset (dict of [N, ...] arrays) or None
-    perm: Array  # current epoch's permutation of the dataset ([N] int32, or [1] unused)
     step: Array  # number of updates done (int32 scalar)
 
 
@@ -62,22 +66,33 @@ def to_hparams(method: Method, hp: Mapping[str, Any] | None) -> dict[str, Array]
     return {k: as_float(v) for k, v in method.resolve_hparams(hp).items()}
 
 
-def _uses_dataset(method: Method, cfg: StaticConfig) -> bool:
+def uses_dataset(method: Method, cfg: StaticConfig) -> bool:
     return cfg.mode == "sampled" and not method.on_policy and cfg.data == "offline"
+
+
+def data_signature(cfg: StaticConfig) -> tuple[int, int, int]:
+    """Methods whose configs agree on this share one offline dataset."""
+    return (cfg.dataset_size, cfg.batch_size, cfg.num_samples)
+
+
+def _split(key: Array):
+    k_data, k_shuffle, k_run, k_aux = jax.random.split(key, 4)
+    return k_data, k_shuffle, k_run, k_aux
+
+
+def init_data(kind_name: str, problem, cfg: StaticConfig, key: Array) -> data_lib.DataState:
+    """The offline dataset of a run (drawn once from the behaviour distributions)."""
+    k_data, k_shuffle, _, _ = _split(key)
+    dataset = get_kind(kind_name).behaviour_sample(k_data, problem, cfg.dataset_size, cfg)
+    return data_lib.init_data(dataset, k_shuffle)
 
 
 def init_state(method: Method, problem, hp, cfg: StaticConfig, key: Array) -> TrainState:
     kind = get_kind(method.problem)
-    k_data, k_shuffle, k_run, k_aux = jax.random.split(key, 4)
+    _, _, k_run, k_aux = _split(key)
     logits = kind.init_logits(problem)
-    opt = make_optimizer(cfg)
-    opt_state = opt.init(logits)
+    opt_state = make_optimizer(cfg).init(logits)
     opt_state.hyperparams["learning_rate"] = jnp.asarray(hp.get("lr", 1.0), logits.dtype)
-    if _uses_dataset(method, cfg):
-        dataset = kind.behaviour_sample(k_data, problem, cfg.dataset_size, cfg)
-        perm = jnp.arange(cfg.dataset_size, dtype=jnp.int32)
-    else:
-        dataset, perm = None, jnp.zeros((1,), jnp.int32)
     aux = method.init_aux(k_aux, problem, hp, cfg) if method.init_aux else None
     return TrainState(
         logits=logits,
@@ -85,32 +100,16 @@ def init_state(method: Method, problem, hp, cfg: StaticConfig, key: Array) -> Tr
         aux=aux,
         avg_probs=kind.probs(logits),
         key=k_run,
-        shuffle_key=k_shuffle,
-        dataset=dataset,
-        perm=perm,
         step=jnp.zeros((), jnp.int32),
     )
 
 
-def _get_batch(method: Method, problem, hp, cfg: StaticConfig, state: TrainState, t, key):
-    """The batch for update ``t`` and the (possibly reshuffled) permutation."""
-    kind = get_kind(method.problem)
+def _sample_batch(method: Method, problem, hp, cfg: StaticConfig, state, aux, key, offline):
     if method.on_policy:
-        return method.sample(key, state.logits, problem, hp, state.aux, cfg), state.perm
+        return method.sample(key, state.logits, problem, hp, aux, cfg)
     if cfg.data == "fresh":
-        return kind.behaviour_sample(key, problem, cfg.batch_size, cfg), state.perm
-    spe = cfg.steps_per_epoch
-    epoch, pos = t // spe, t % spe
-    perm = jax.lax.cond(
-        pos == 0,
-        lambda: jax.random.permutation(
-            jax.random.fold_in(state.shuffle_key, epoch), cfg.dataset_size
-        ).astype(jnp.int32),
-        lambda: state.perm,
-    )
-    idx = jax.lax.dynamic_slice_in_dim(perm, pos * cfg.batch_size, cfg.batch_size)
-    batch = jax.tree_util.tree_map(lambda a: jnp.take(a, idx, axis=0), state.dataset)
-    return batch, perm
+        return get_kind(method.problem).behaviour_sample(key, problem, cfg.batch_size, cfg)
+    return offline
 
 
 def _direction(method, problem, hp, cfg, logits, aux, batch):
@@ -119,91 +118,156 @@ def _direction(method, problem, hp, cfg, logits, aux, batch):
     return method.estimate(logits, problem, hp, batch, aux, cfg)
 
 
-def train_step(method: Method, problem, hp, cfg: StaticConfig, state: TrainState, t):
-    """One update at step index ``t`` (an unbatched int32 scalar)."""
+def train_step(method: Method, problem, hp, cfg: StaticConfig, state: TrainState, t,
+               offline_batch=None, offline_batch2=None) -> TrainState:
+    """One update at step index ``t`` (an unbatched int32 scalar).
+
+    ``offline_batch`` (and ``offline_batch2``, the look-ahead batch of extragradient
+    methods) is the current minibatch of the shared offline dataset, if the method uses
+    one."""
     kind = get_kind(method.problem)
     key = jax.random.fold_in(state.key, t)
-    perm, aux, opt_state = state.perm, state.aux, state.opt_state
+    aux, opt_state = state.aux, state.opt_state
     if method.pre_step is not None:
         aux = method.pre_step(state.logits, aux, problem, hp, t, cfg)
-        state = state.replace(aux=aux)
     if cfg.mode == "exact" and method.exact_step is not None:
         logits, aux = method.exact_step(state.logits, aux, problem, hp, t, cfg)
     else:
+        k1, k2 = jax.random.split(key)
         batch = None
         if cfg.mode == "sampled":
-            k1, key = jax.random.split(key)
-            batch, perm = _get_batch(method, problem, hp, cfg, state, t, k1)
+            batch = _sample_batch(method, problem, hp, cfg, state, aux, k1, offline_batch)
         direction = _direction(method, problem, hp, cfg, state.logits, aux, batch)
         if method.lookahead:
-            # Extragradient: g(θ + lr·g(θ)), applied from θ. A fresh batch for the
-            # look-ahead evaluation in sampled mode (EGPO).
+            # Extragradient: g(θ + lr·g(θ)) applied from θ, with a fresh batch (EGPO).
             ahead = state.logits + hp["lr"] * direction
-            batch2 = batch
             if cfg.mode == "sampled":
-                batch2, perm = _get_batch(method, problem, hp, cfg, state.replace(perm=perm),
-                                          t, key)
-            direction = _direction(method, problem, hp, cfg, ahead, aux, batch2)
-        opt = make_optimizer(cfg)
-        updates, opt_state = opt.update(-direction, opt_state, state.logits)
+                batch = _sample_batch(method, problem, hp, cfg, state.replace(logits=ahead),
+                                      aux, k2, offline_batch2)
+            direction = _direction(method, problem, hp, cfg, ahead, aux, batch)
+        updates, opt_state = make_optimizer(cfg).update(-direction, opt_state, state.logits)
         logits = optax.apply_updates(state.logits, updates)
     n = (state.step + 1).astype(logits.dtype)
     avg = state.avg_probs + (kind.probs(logits) - state.avg_probs) / n
-    return state.replace(
-        logits=logits, opt_state=opt_state, aux=aux, avg_probs=avg, perm=perm,
-        step=state.step + 1,
-    )
+    return state.replace(logits=logits, opt_state=opt_state, aux=aux, avg_probs=avg,
+                         step=state.step + 1)
 
 
 def compute_metrics(method: Method, problem, hp, state: TrainState, target) -> dict:
-    kind = get_kind(method.problem)
-    return kind.metrics(problem, state.logits, state.avg_probs, hp, target)
+    return get_kind(method.problem).metrics(problem, state.logits, state.avg_probs, hp, target)
 
 
-def run_chunk(
-    method: Method, problem, hp, cfg: StaticConfig, state: TrainState, target, start, num_logs
-):
-    """``num_logs × cfg.log_every`` updates from step ``start``; metrics after each chunk.
+class Group(NamedTuple):
+    """Methods trained side by side in one program (static)."""
 
-    ``start`` must not be batched under vmap (it is the same for every seed)."""
+    methods: tuple[Method, ...]
+    cfgs: tuple[StaticConfig, ...]
 
-    def inner(st, t):
-        return train_step(method, problem, hp, cfg, st, t), None
+    @property
+    def data_cfg(self) -> StaticConfig | None:
+        """The config of the shared offline dataset, if any method uses one."""
+        for m, c in zip(self.methods, self.cfgs, strict=True):
+            if uses_dataset(m, c):
+                return c
+        return None
 
-    def outer(st, i):
-        ts = start + i * cfg.log_every + jnp.arange(cfg.log_every, dtype=jnp.int32)
-        st, _ = jax.lax.scan(inner, st, ts)
-        return st, compute_metrics(method, problem, hp, st, target)
+    def check(self) -> None:
+        for m, c in zip(self.methods, self.cfgs, strict=True):
+            m.check_config(c)
+        c0 = self.cfgs[0]
+        for m, c in zip(self.methods, self.cfgs, strict=True):
+            if (c.num_steps, c.log_every) != (c0.num_steps, c0.log_every):
+                raise ValueError(f"num_steps: {m.name} differs from {self.methods[0].name}; "
+                                 "methods of one run share num_steps and log_every")
+        d = self.data_cfg
+        for m, c in zip(self.methods, self.cfgs, strict=True):
+            if uses_dataset(m, c) and data_signature(c) != data_signature(d):
+                raise ValueError(f"batch_size: {m.name} needs another offline dataset than "
+                                 "the other methods of this run")
 
-    return jax.lax.scan(outer, state, jnp.arange(num_logs, dtype=jnp.int32))
+
+class GroupState(NamedTuple):
+    states: tuple[TrainState, ...]
+    data: Any  # DataState or None
+
+
+def init_group(group: Group, problem, hps: Sequence, key) -> tuple[GroupState, tuple, dict]:
+    """Initial states, targets and step-0 metrics ``{method: {metric: scalar}}``."""
+    d = group.data_cfg
+    kind_name = group.methods[0].problem
+    data = init_data(kind_name, problem, d, key) if d is not None else None
+    states, targets, m0 = [], [], {}
+    for m, c, hp in zip(group.methods, group.cfgs, hps, strict=True):
+        target = get_kind(m.problem).target(problem, hp)
+        st = init_state(m, problem, hp, c, key)
+        states.append(st)
+        targets.append(target)
+        m0[m.name] = compute_metrics(m, problem, hp, st, target)
+    return GroupState(tuple(states), data), tuple(targets), m0
+
+
+def run_group_chunk(group: Group, problem, hps: Sequence, gstate: GroupState, targets, start,
+                    num_logs: int):
+    """``num_logs × log_every`` updates of every method from step ``start``; metrics
+    ``{method: {metric: [num_logs]}}`` after each chunk. ``start`` must be unbatched."""
+    d = group.data_cfg
+    log_every = group.cfgs[0].log_every
+    lookahead = any(m.lookahead for m in group.methods)
+
+    def inner(gs: GroupState, t):
+        data, b1, b2 = gs.data, None, None
+        if d is not None:
+            b1, data = data_lib.next_batch(data, t, d.batch_size)
+            if lookahead:
+                b2 = b1  # look-ahead reuses the minibatch when data are offline
+        states = tuple(
+            train_step(m, problem, hp, c, st, t, b1 if uses_dataset(m, c) else None,
+                       b2 if uses_dataset(m, c) else None)
+            for m, c, hp, st in zip(group.methods, group.cfgs, hps, gs.states, strict=True)
+        )
+        return GroupState(states, data), None
+
+    def outer(gs: GroupState, i):
+        ts = start + i * log_every + jnp.arange(log_every, dtype=jnp.int32)
+        gs, _ = jax.lax.scan(inner, gs, ts)
+        ms = {m.name: compute_metrics(m, problem, hp, st, tg)
+              for m, hp, st, tg in zip(group.methods, hps, gs.states, targets, strict=True)}
+        return gs, ms
+
+    return jax.lax.scan(outer, gstate, jnp.arange(num_logs, dtype=jnp.int32))
+
+
+def run_group(group: Group, problem, hps: Sequence, key) -> tuple[GroupState, dict, tuple]:
+    """A whole run of every method of ``group``; metrics ``{method: {metric: [L+1]}}``."""
+    gs, targets, m0 = init_group(group, problem, hps, key)
+    num_logs = group.cfgs[0].num_steps // group.cfgs[0].log_every
+    gs, ms = run_group_chunk(group, problem, hps, gs, targets, jnp.int32(0), num_logs)
+    metrics = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), m0, ms)
+    return gs, metrics, targets
 
 
 def run_single(method: Method, problem, hp, cfg: StaticConfig, key) -> RunResult:
-    """A whole run, pure and traceable (``hp`` already resolved to arrays)."""
-    kind = get_kind(method.problem)
-    target = kind.target(problem, hp)
-    state = init_state(method, problem, hp, cfg, key)
-    m0 = compute_metrics(method, problem, hp, state, target)
-    num_logs = cfg.num_steps // cfg.log_every
-    state, ms = run_chunk(method, problem, hp, cfg, state, target, jnp.int32(0), num_logs)
-    metrics = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), m0, ms)
-    return RunResult(state, metrics, target)
+    """A whole run of one method, pure and traceable (``hp`` already resolved to arrays)."""
+    gs, metrics, targets = run_group(Group((method,), (cfg,)), problem, (hp,), key)
+    return RunResult(gs.states[0], metrics[method.name], targets[0])
 
 
-def train(method: Method | str, problem, hp=None, cfg: StaticConfig | None = None, seed=0):
+def train(method: Method | str, problem, hp=None, cfg: StaticConfig | None = None, seed=0,
+          problem_kind: str = "bandit") -> RunResult:
     """Convenience entry point: validates, jits and runs one method once.
 
     Example::
 
-        from copg_jax import train, envs
-        res = train.train("copg", paper_bandit(), {"beta": 0.5, "lr": 1e-3},
-                          StaticConfig(num_steps=1900, log_every=19))
+        from copg_jax.envs.bandit import paper_bandit
+        from copg_jax.algos.base import StaticConfig
+        res = train("copg", paper_bandit(), {"beta": 0.5, "lr": 1e-3},
+                    StaticConfig(num_steps=1900, log_every=19))
         res.metrics["regret"][-1]
     """
     from copg_jax.algos.registry import get_method
 
     if isinstance(method, str):
-        method = get_method(method, "bandit")
+        method = get_method(method, problem_kind)
     cfg = cfg or StaticConfig()
     method.check_config(cfg)
     hp = to_hparams(method, hp)

@@ -178,6 +178,30 @@ def is_estimate_with(kind: str):
     return estimate
 
 
+def _clipped_advantage_mean(problem: Bandit, adv: Array, rho: Array, eps) -> Array:
+    """``E_noise[A · 1{active}]`` per arm, ``A = adv + (r − R)`` the observed advantage,
+    active iff ``(A ≥ 0 and ρ < 1 + ε)`` or ``(A < 0 and ρ > 1 − ε)`` (the PPO-clip
+    gradient mask). The mask depends on the sign of the *observed* advantage, so with
+    reward noise this is not ``adv · 1{active(adv)}``: for Gaussian noise of scale s,
+    ``E[A 1{A ≥ 0}] = m Φ(m/s) + s φ(m/s)`` and ``E[A 1{A < 0}] = m Φ(−m/s) − s φ(m/s)``;
+    for Bernoulli rewards A takes the two values ``1 − c``, ``−c`` with ``c = R − adv``."""
+    up, down = rho < 1 + eps, rho > 1 - eps
+    if problem.noise == "none":
+        pos, neg = jnp.where(adv >= 0, adv, 0.0), jnp.where(adv < 0, adv, 0.0)
+    elif problem.noise == "gaussian":
+        s = problem.noise_scale
+        z = adv / s
+        cdf, pdf = jax.scipy.stats.norm.cdf, jax.scipy.stats.norm.pdf
+        pos = adv * cdf(z) + s * pdf(z)
+        neg = adv * cdf(-z) - s * pdf(z)
+    else:  # bernoulli: r ∈ {0, 1}, P(r = 1) = R
+        p1 = problem.rewards
+        a1, a0 = adv + 1.0 - p1, adv - p1
+        pos = p1 * jnp.where(a1 >= 0, a1, 0.0) + (1 - p1) * jnp.where(a0 >= 0, a0, 0.0)
+        neg = p1 * jnp.where(a1 < 0, a1, 0.0) + (1 - p1) * jnp.where(a0 < 0, a0, 0.0)
+    return jnp.where(up, pos, 0.0) + jnp.where(down, neg, 0.0)
+
+
 def is_expected_with(kind: str):
     def expected(logits, problem: Bandit, hp, aux, cfg) -> Array:
         probs, logp = _policy(logits)
@@ -188,13 +212,11 @@ def is_expected_with(kind: str):
         for nu in _behaviour(problem, cfg.num_samples):
             rho = probs / nu
             if kind == "self_normalized":
-                w = rho  # B → ∞ limit: E_ν[ρ X] / E_ν[ρ] with E_ν[ρ] = 1
+                c = nu * rho * adv  # B → ∞ limit: E_ν[ρ X] / E_ν[ρ] with E_ν[ρ] = 1
             elif kind == "ppo_clip":
-                eps = hp["clip_eps"]
-                w = rho * jnp.where(adv >= 0, rho < 1 + eps, rho > 1 - eps)
+                c = nu * rho * _clipped_advantage_mean(problem, adv, rho, hp["clip_eps"])
             else:
-                w = _is_weight(kind, rho, hp)
-            c = nu * w * adv
+                c = nu * _is_weight(kind, rho, hp) * adv
             total = total + c - jnp.sum(c) * probs
         return total
 

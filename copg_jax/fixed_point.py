@@ -1,0 +1,353 @@
+"""Population fixed points: where each method's *exact* (expected) update converges.
+
+A method's sampled updates drift, on average, along its ``expected`` direction (or, for
+closed-form methods, iterate its ``exact_step``). Where that population update stops is
+the method's own target, which need not be the regularized optimum π* of SPEC §1: naive
+off-policy PG and IPO, for instance, are biased (CoPG §5, Fig. 1). Figures show this
+target as a dashed line beside π*.
+
+Two cases, following the training loop's precedence (``exact_step`` first):
+
+* **closed-form methods** (``exact_step``: mirror descent, MMD, exact Nash-MD, PMD, ...):
+  the map ``θ ↦ exact_step(θ)`` is iterated in a ``lax.while_loop`` (calling ``pre_step``
+  first, as the training loop does, and carrying ``aux``) until the change of the
+  normalized logits ``log_softmax(θ)`` (plus the change of the floating leaves of ``aux``,
+  e.g. a moving magnet) is below ``tol``. ``residual`` is that last change; the step index
+  ``t`` passed to ``exact_step`` is the iteration count (decreasing schedules work too).
+* **gradient methods** (``expected``): solve ``g(θ) = expected(θ) = 0``.
+
+  1. *Warm start*: ``warm_steps`` Adam ascent steps on the exact direction inside a
+     ``lax.fori_loop``, with a learning rate decaying geometrically from ``warm_lr`` to
+     ``warm_lr · 1e-3``. Adam is scale free, so one setting serves estimators whose
+     directions differ by orders of magnitude (RLOO is ``k ∇J``, IPO's is ``O(1/β)``); it
+     only has to land in Newton's basin, not to converge.
+  2. *Newton polish* (``newton_iters``): ``Δ = lstsq(∂g/∂θ, −g)`` with ``jax.jacfwd``
+     on the flattened logits, then backtracking (halving, up to 40 times) until
+     ``‖g‖`` decreases. The Jacobian is singular: softmax is shift invariant, so the
+     all-ones direction (per row ``[H, S, ·]`` for MDP logits ``[H, S, A]``) is in its null
+     space; the min-norm least-squares solution ignores it. Stops at ``‖g‖ = 0``, when
+     no backtracked step decreases ``‖g‖`` (machine precision), or after ``newton_iters``.
+
+  ``residual = ‖g(θ)‖`` at the returned point.
+
+Generic over problem kinds: the logits start at ``kind.init_logits(problem)`` (π_ref), may
+be ``[K]`` (bandit, game) or any shape whose last axis is the action axis (MDP
+``[H, S, A]``); the returned ``logits`` are normalized, ``log_softmax(θ, axis=-1)``.
+
+**Methods with an on-policy anchor** (``pre_step``, e.g. ``mdpo`` whose ``aux`` is the
+anchor policy π_k): the direction is evaluated with ``aux = pre_step(θ, aux0, ..., t=0)``,
+i.e. the anchor refreshed to the current policy, and Newton differentiates through that
+dependence. This is the fixed point of the outer loop, where the anchor equals the policy
+(for ``mdpo``: ``π_k = π``, where its direction is ``∇J``, so the fixed point is π*).
+Other ``aux`` (e.g. from ``init_aux``) is held fixed at its initial value. Extragradient
+methods (``lookahead``) are solved on their plain direction ``g``: if ``g(θ) = 0`` the
+look-ahead point is ``θ`` itself, so the fixed points coincide.
+
+**Fixed points at infinity.** Some population updates have no finite zero: the logits
+diverge while ``‖g‖`` decays towards 0 only asymptotically. Such a run is reported with
+``converged=False`` (never as a wrong finite answer): convergence requires ``residual ≤
+tol`` *and* a finite spread ``max − min`` of every logit row at most ``max_logit_range``
+(default 100, i.e. probability ratios up to e¹⁰⁰). A closed-form iteration that hits
+``max_iters`` without its change falling below ``tol`` is also ``converged=False``.
+
+**Precision.** float64 is used when the caller enabled ``jax_enable_x64`` (the problem's
+floating leaves are then cast to float64); nothing is forced globally. Default ``tol``:
+``1e-10`` in float64, ``1e-5`` in float32.
+
+Example::
+
+    with jax.enable_x64(True):
+        fp = fixed_point("ipo", paper_bandit(), {"beta": 0.5})
+        fp.probs, fp.residual, bool(fp.converged)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from copg_jax.algos.base import Method, StaticConfig
+from copg_jax.dtypes import float_dtype
+from copg_jax.kinds import get_kind
+from copg_jax.kinds.base import ProblemKind
+
+Array = jax.Array
+
+DEFAULT_MAX_LOGIT_RANGE = 100.0
+
+
+class FixedPoint(NamedTuple):
+    """Result of :func:`fixed_point`.
+
+    Attributes:
+      logits: normalized logits ``log_softmax(θ, axis=-1)`` at the fixed point.
+      probs: the policy there (``kind.probs(logits)``).
+      residual: ``‖expected(θ)‖`` (gradient methods) or the norm of the last closed-form
+        step's change (closed-form methods).
+      converged: scalar bool array: residual ≤ tol and the logits are finite with a
+        spread ≤ ``max_logit_range`` (False for a fixed point at infinity).
+      iterations: closed-form iterations, or warm-start steps + Newton iterations.
+    """
+
+    logits: Array
+    probs: Array
+    residual: Array
+    converged: Array
+    iterations: Array
+
+
+def default_tol(dtype=None) -> float:
+    dtype = jnp.dtype(dtype or float_dtype())
+    return 1e-10 if dtype == jnp.float64 else 1e-5
+
+
+def _kind(problem_kind: str | ProblemKind) -> ProblemKind:
+    return problem_kind if isinstance(problem_kind, ProblemKind) else get_kind(problem_kind)
+
+
+def _cast_problem(problem, dtype):
+    def cast(a):
+        if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating):
+            return jnp.asarray(a, dtype)
+        return a
+
+    return jax.tree_util.tree_map(cast, problem)
+
+
+def _normalize(logits: Array) -> Array:
+    return jax.nn.log_softmax(logits, axis=-1)
+
+
+def _spread_ok(logits: Array, max_range) -> Array:
+    spread = jnp.max(logits, axis=-1) - jnp.min(logits, axis=-1)
+    return jnp.all(jnp.isfinite(logits)) & jnp.all(spread <= max_range)
+
+
+def _float_leaves(tree) -> list[Array]:
+    return [
+        x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(jnp.result_type(x),
+                                                                     jnp.inexact)
+    ]
+
+
+def _tree_change(new, old) -> Array:
+    sq = [jnp.sum((a - b) ** 2) for a, b in zip(_float_leaves(new), _float_leaves(old),
+                                                 strict=True)]
+    return jnp.sqrt(sum(sq)) if sq else jnp.zeros(())
+
+
+def _closed_form(method: Method, problem, hp, cfg, logits0, aux0, tol, max_iters, max_range):
+    def body(c):
+        logits, aux, _, t = c
+        if method.pre_step is not None:
+            aux = method.pre_step(logits, aux, problem, hp, t, cfg)
+        new, new_aux = method.exact_step(logits, aux, problem, hp, t, cfg)
+        change = jnp.sqrt(jnp.sum((_normalize(new) - _normalize(logits)) ** 2))
+        change = change + _tree_change(new_aux, aux)
+        change = jnp.where(jnp.isfinite(change), change, jnp.inf)
+        return new, new_aux, change.astype(logits0.dtype), t + 1
+
+    def cond(c):
+        _, _, change, t = c
+        # The initial change is +inf (no step taken yet); a later non-finite one stops.
+        return (t == 0) | ((change > tol) & (t < max_iters) & jnp.isfinite(change))
+
+    init = (logits0, aux0, jnp.asarray(jnp.inf, logits0.dtype), jnp.zeros((), jnp.int32))
+    logits, _, change, t = jax.lax.while_loop(cond, body, init)
+    logits = _normalize(logits)
+    converged = (change <= tol) & _spread_ok(logits, max_range)
+    return logits, change, converged, t
+
+
+def _gradient(method: Method, problem, hp, cfg, logits0, aux0, tol, xtol, max_range,
+              warm_steps, warm_lr, newton_iters):
+    shape = logits0.shape
+
+    def g(theta):
+        aux = aux0
+        if method.pre_step is not None:
+            aux = method.pre_step(theta, aux0, problem, hp, jnp.zeros((), jnp.int32), cfg)
+        return method.expected(theta, problem, hp, aux, cfg)
+
+    def g_flat(x):
+        return g(x.reshape(shape)).reshape(-1)
+
+    def norm(x):
+        n = jnp.linalg.norm(x)
+        return jnp.where(jnp.isfinite(n), n, jnp.inf)
+
+    # 1. Warm start: Adam ascent on the exact direction, decaying learning rate.
+    sched = optax.exponential_decay(warm_lr, transition_steps=max(warm_steps, 1),
+                                    decay_rate=1e-3)
+    opt = optax.adam(sched)
+
+    def warm(_, c):
+        theta, st = c
+        upd, st = opt.update(-g(theta), st, theta)
+        return optax.apply_updates(theta, upd), st
+
+    theta, _ = jax.lax.fori_loop(0, warm_steps, warm, (logits0, opt.init(logits0)))
+    x = _normalize(theta).reshape(-1)
+
+    # 2. Damped Newton on g(x) = 0 with min-norm least squares (singular Jacobian).
+    def newton_step(x):
+        step = jnp.linalg.lstsq(jax.jacfwd(g_flat)(x), -g_flat(x))[0]
+        return jnp.where(jnp.all(jnp.isfinite(step)), step, jnp.full_like(step, jnp.inf))
+
+    def newton_cond(c):
+        # Not stopped at ``r <= tol``: the polish is cheap and ends at machine precision
+        # (it stops when no backtracked step decreases ``‖g‖`` any more).
+        x, r, it, stalled = c
+        return (r > 0) & (it < newton_iters) & ~stalled
+
+    def newton_body(c):
+        x, r, it, _ = c
+        step = newton_step(x)
+
+        def bt_cond(b):
+            alpha, r_new, k = b
+            return (r_new >= r) & (k < 40)
+
+        def bt_body(b):
+            alpha, _, k = b
+            alpha = alpha / 2
+            return alpha, norm(g_flat(x + alpha * step)), k + 1
+
+        one = jnp.ones((), x.dtype)
+        alpha, r_new, _ = jax.lax.while_loop(
+            bt_cond, bt_body, (one, norm(g_flat(x + step)), jnp.zeros((), jnp.int32))
+        )
+        ok = r_new < r
+        x_new = jnp.where(ok, x + alpha * step, x)
+        # Re-normalize so the logits stay canonical (g is shift invariant per row).
+        x_new = _normalize(x_new.reshape(shape)).reshape(-1)
+        return x_new, jnp.where(ok, norm(g_flat(x_new)), r), it + 1, ~ok
+
+    r0 = norm(g_flat(x))
+    x, r, it, _ = jax.lax.while_loop(
+        newton_cond, newton_body, (x, r0, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    )
+    # Newton's estimate of the distance to the root, ``‖J⁺ g‖``: small at a regular
+    # root, O(1) on the way to a root at infinity (e.g. a simplex vertex, where every
+    # direction of the form π ∘ (...) vanishes while the logits keep running away).
+    dist = norm(newton_step(x))
+    logits = _normalize(x.reshape(shape))
+    converged = (r <= tol) & (dist <= xtol) & _spread_ok(logits, max_range)
+    return logits, r, converged, it + warm_steps
+
+
+def solve_fixed_point(
+    method: Method,
+    problem,
+    hp: Mapping[str, Array],
+    cfg: StaticConfig,
+    problem_kind: str | ProblemKind = "bandit",
+    *,
+    max_iters: int = 100_000,
+    tol: float | None = None,
+    xtol: float | None = None,
+    warm_steps: int = 5_000,
+    warm_lr: float = 0.05,
+    newton_iters: int = 50,
+    max_logit_range: float = DEFAULT_MAX_LOGIT_RANGE,
+    key: Array | None = None,
+) -> FixedPoint:
+    """The pure, traceable core of :func:`fixed_point` (jit/vmap over ``problem``, ``hp``).
+
+    ``hp`` must already be resolved (:meth:`Method.resolve_hparams`); no validation here.
+    """
+    kind = _kind(problem_kind)
+    dtype = float_dtype()
+    problem = _cast_problem(problem, dtype)
+    hp = {k: jnp.asarray(v, dtype) for k, v in hp.items()}
+    tol = default_tol(dtype) if tol is None else tol
+    xtol = tol**0.5 if xtol is None else xtol
+    logits0 = jnp.asarray(kind.init_logits(problem), dtype)
+    key = jax.random.PRNGKey(0) if key is None else key
+    aux0 = method.init_aux(key, problem, hp, cfg) if method.init_aux else None
+    if method.exact_step is not None:
+        logits, res, conv, it = _closed_form(
+            method, problem, hp, cfg, logits0, aux0, tol, max_iters, max_logit_range
+        )
+    else:
+        logits, res, conv, it = _gradient(
+            method, problem, hp, cfg, logits0, aux0, tol, xtol, max_logit_range,
+            warm_steps, warm_lr, newton_iters,
+        )
+    return FixedPoint(logits, kind.probs(logits), res, conv, it)
+
+
+def fixed_point(
+    method: Method | str,
+    problem,
+    hp: Mapping[str, Any] | None = None,
+    cfg: StaticConfig | None = None,
+    problem_kind: str | ProblemKind = "bandit",
+    *,
+    max_iters: int = 100_000,
+    tol: float | None = None,
+    xtol: float | None = None,
+    warm_steps: int = 5_000,
+    warm_lr: float = 0.05,
+    newton_iters: int = 50,
+    max_logit_range: float = DEFAULT_MAX_LOGIT_RANGE,
+    key: Array | None = None,
+) -> FixedPoint:
+    """Population fixed point of ``method`` on ``problem`` (validated, jit-compiled).
+
+    Args:
+      method: a :class:`Method` or its registry name for ``problem_kind``.
+      problem: a problem instance (bandit, game or MDP pytree).
+      hp: hyperparameters (defaults filled, domains checked, as in ``train.train``).
+      cfg: static configuration (``num_samples``, ``baseline``, ``inner_steps`` matter);
+        default ``StaticConfig(mode="exact")``. The exact functions are used whatever
+        ``cfg.mode`` says.
+      problem_kind: ``"bandit"``, ``"game"``, ``"mdp"``, or a :class:`ProblemKind`.
+      max_iters: closed-form iterations at most.
+      tol: residual tolerance (default :func:`default_tol`: 1e-10 float64, 1e-5 float32).
+      xtol: largest accepted Newton distance estimate ``‖J⁺g‖`` at the returned point
+        (gradient methods; default ``sqrt(tol)``).
+      warm_steps, warm_lr, newton_iters: gradient-method solver settings (module doc).
+      max_logit_range: largest accepted logit spread per row (fixed points at infinity).
+      key: for ``init_aux`` (default ``PRNGKey(0)``).
+
+    Returns:
+      :class:`FixedPoint` (``converged`` is a scalar bool array; ``bool(fp.converged)``).
+    """
+    from copg_jax.algos.registry import get_method
+    from copg_jax.train import to_hparams
+
+    kind = _kind(problem_kind)
+    if isinstance(method, str):
+        method = get_method(method, kind.name)
+    if method.problem != kind.name:
+        raise ValueError(
+            f"problem_kind: method {method.name!r} is for {method.problem!r}, "
+            f"got {kind.name!r}"
+        )
+    cfg = (cfg or StaticConfig(mode="exact")).replace(mode="exact")
+    method.check_config(cfg)
+    hp = to_hparams(method, hp)
+    if max_iters < 1 or warm_steps < 0 or newton_iters < 0:
+        raise ValueError(
+            f"max_iters/warm_steps/newton_iters: must be >= 1/0/0, got "
+            f"{max_iters}/{warm_steps}/{newton_iters}"
+        )
+    for name, val in (("tol", tol), ("xtol", xtol), ("warm_lr", warm_lr),
+                      ("max_logit_range", max_logit_range)):
+        if val is not None and not val > 0:
+            raise ValueError(f"{name}: must be > 0, got {val}")
+
+    def run(p, h, k):
+        return solve_fixed_point(
+            method, p, h, cfg, kind, max_iters=max_iters, tol=tol, xtol=xtol,
+            warm_steps=warm_steps, warm_lr=warm_lr, newton_iters=newton_iters,
+            max_logit_range=max_logit_range, key=k,
+        )
+
+    key = jax.random.PRNGKey(0) if key is None else key
+    return jax.jit(run)(problem, hp, key)

@@ -1,0 +1,404 @@
+"""Sweeps: methods × hyperparameter grid × problem instances × seeds, one program each.
+
+For every method the whole sweep is ONE compiled program (plus one for initialization):
+grid points, instances and seeds are flattened into a single "runs" axis that is
+``vmap``-ed, and that axis is sharded over all devices (``NamedSharding`` on a 1-D
+``Mesh``), padded to a multiple of the device count. Hyperparameter values are array
+leaves, so the number of grid values or seeds never triggers a recompilation; only the
+static configuration (sizes, steps, batch size, optimizer) does.
+
+Seeds are common random numbers: run (instance i, seed s) uses the key
+``fold_in(fold_in(PRNGKey(seed), i), s)`` for every method and every grid point, so all
+methods see the same offline datasets. Results are identical on 1 or many devices and
+when a sweep is interrupted and resumed (the step-t randomness is ``fold_in(key, t)``,
+independent of chunking).
+
+Long runs advance in chunks of ``logs_per_chunk`` logged points; after each chunk the
+state is checkpointed atomically (``--resume`` continues from the last completed chunk)
+and a progress line is printed. ``max_parallel`` bounds how many runs are in memory at
+once (the runs axis is then processed in slices, each the same compiled program).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+import copg_jax
+import copg_jax.kinds
+from copg_jax import results as rs
+from copg_jax import train
+from copg_jax.algos.base import Method, StaticConfig
+from copg_jax.algos.registry import get_method
+from copg_jax.dtypes import as_float
+
+# (method name, function) -> number of times it was traced. Tests use it to check that
+# the grid size does not cause recompilation.
+TRACE_COUNTS: Counter = Counter()
+
+
+@dataclasses.dataclass
+class SweepSpec:
+    """What to run.
+
+    Attributes:
+      experiment: name written into results.
+      problem_kind: ``"bandit"``, ``"game"`` or ``"mdp"``.
+      methods: registry names.
+      grid: hyperparameter name -> list of values; the sweep runs their product.
+      hparams: fixed hyperparameters for every method (override method defaults).
+      num_seeds: seeds per (grid point, instance).
+      cfg: static configuration shared by all methods. Exact-only methods (closed-form
+        updates such as ``md``) run in exact mode inside a sampled sweep.
+      method_cfg: per-method overrides of ``cfg`` fields.
+      seed: base seed.
+      logs_per_chunk: logged points per chunk (progress/checkpoint granularity);
+        ``None`` = about 10 chunks.
+      max_parallel: at most this many runs in memory at once (``None`` = all).
+    """
+
+    experiment: str
+    problem_kind: str
+    methods: Sequence[str]
+    grid: Mapping[str, Sequence[float]]
+    num_seeds: int
+    cfg: StaticConfig
+    hparams: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    method_cfg: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    seed: int = 0
+    logs_per_chunk: int | None = None
+    max_parallel: int | None = None
+
+    def grid_points(self) -> list[dict[str, float]]:
+        names = list(self.grid)
+        return [dict(zip(names, vals, strict=True))
+                for vals in itertools.product(*(self.grid[n] for n in names))]
+
+    def to_config(self) -> dict:
+        return {
+            "experiment": self.experiment,
+            "problem_kind": self.problem_kind,
+            "methods": list(self.methods),
+            "grid": {k: [float(x) for x in v] for k, v in self.grid.items()},
+            "hparams": {k: float(v) for k, v in self.hparams.items()},
+            "num_seeds": self.num_seeds,
+            "seed": self.seed,
+            "static": dataclasses.asdict(self.cfg),
+            "method_static": {m: dict(o) for m, o in self.method_cfg.items()},
+        }
+
+
+@dataclasses.dataclass
+class SweepResult:
+    summary: dict
+    curves: dict[str, np.ndarray]  # "<method>/<metric>" -> [G, I, S, L]; "steps" -> [L]
+    out: Path | None
+
+
+def method_config(spec: SweepSpec, method: Method) -> StaticConfig:
+    cfg = spec.cfg.replace(**dict(spec.method_cfg.get(method.name, {})))
+    if cfg.mode == "sampled" and not method.has_sampled_mode:
+        cfg = cfg.replace(mode="exact")
+    method.check_config(cfg)
+    return cfg
+
+
+def validate(spec: SweepSpec) -> list[Method]:
+    """Every check that can fail, before anything is compiled."""
+    if not spec.methods:
+        raise ValueError("methods: at least one method is required")
+    if isinstance(spec.num_seeds, bool) or not isinstance(spec.num_seeds, int) \
+            or spec.num_seeds < 1:
+        raise ValueError(f"seeds: must be an integer >= 1, got {spec.num_seeds!r}")
+    for name, values in spec.grid.items():
+        if len(values) == 0:
+            raise ValueError(f"{name}: the grid needs at least one value")
+    methods = [get_method(m, spec.problem_kind) for m in spec.methods]
+    if len(set(spec.methods)) != len(spec.methods):
+        raise ValueError(f"methods: listed twice in {list(spec.methods)}")
+    for m in methods:
+        method_config(spec, m)
+        for point in spec.grid_points():
+            m.resolve_hparams({**spec.hparams, **point})
+    return methods
+
+
+def _stack(problems: Sequence[Any]):
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *problems)
+
+
+def _mesh() -> tuple[Mesh, NamedSharding, NamedSharding]:
+    mesh = Mesh(np.array(jax.devices()), ("runs",))
+    return mesh, NamedSharding(mesh, PartitionSpec("runs")), NamedSharding(mesh, PartitionSpec())
+
+
+def _shard(tree, sharding):
+    return jax.tree_util.tree_map(lambda a: jax.device_put(a, sharding), tree)
+
+
+class _Progress:
+    def __init__(self, label: str, total: int, enabled: bool):
+        self.label, self.total, self.enabled = label, total, enabled
+        self.t0 = time.perf_counter()
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        el = time.perf_counter() - self.t0
+        eta = el / max(done, 1) * (self.total - done)
+        print(f"  {self.label}: step {done}/{self.total}  elapsed {el:6.1f}s  "
+              f"eta {eta:6.1f}s", file=sys.stderr, flush=True)
+
+
+def _state_to_arrays(gstate) -> dict[str, np.ndarray]:
+    """Checkpoint payload: every leaf except the offline dataset (regenerated from keys)."""
+    leaves = jax.tree_util.tree_leaves(_strip(gstate))
+    return {f"leaf{i}": np.asarray(x) for i, x in enumerate(leaves)}
+
+
+def _strip(gstate: train.GroupState):
+    data = gstate.data.replace(dataset=None) if gstate.data is not None else None
+    return gstate._replace(data=data)
+
+
+def _arrays_to_state(template: train.GroupState, arrays: dict[str, np.ndarray]):
+    treedef = jax.tree_util.tree_structure(_strip(template))
+    leaves = [arrays[f"leaf{i}"] for i in range(treedef.num_leaves)]
+    restored = jax.tree_util.tree_unflatten(treedef, leaves)
+    if template.data is not None:
+        restored = restored._replace(data=restored.data.replace(dataset=template.data.dataset))
+    return restored
+
+
+def _chunking(num_logs: int, requested: int | None) -> int:
+    want = requested or max(1, math.ceil(num_logs / 10))
+    want = min(want, num_logs)
+    return max(d for d in range(1, want + 1) if num_logs % d == 0)
+
+
+def run_methods(
+    spec: SweepSpec,
+    methods: Sequence[Method],
+    problem_batch,
+    num_instances: int,
+    ckpt: Path | None,
+    progress: bool = True,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """All runs of all methods, trained side by side in one compiled program.
+
+    Returns ``{method: {metric: [G, I, S, L+1]}}`` and timings."""
+    group = train.Group(tuple(methods), tuple(method_config(spec, m) for m in methods))
+    group.check()
+    cfg = group.cfgs[0]
+    points = spec.grid_points()
+    g_n, i_n, s_n = len(points), num_instances, spec.num_seeds
+    n = g_n * i_n * s_n
+    n_dev = jax.device_count()
+    par = n if spec.max_parallel is None else min(n, spec.max_parallel)
+    par = int(math.ceil(par / n_dev) * n_dev)
+    n_slices = int(math.ceil(n / par))
+    n_pad = n_slices * par
+
+    flat = np.arange(n_pad) % n  # padding repeats early runs; they are dropped
+    g_idx, rem = np.divmod(flat, i_n * s_n)
+    i_idx, s_idx = np.divmod(rem, s_n)
+    hp_all = []
+    for m in methods:
+        hps = [m.resolve_hparams({**spec.hparams, **p}) for p in points]
+        hp_all.append({k: as_float(np.array([float(h[k]) for h in hps])[g_idx]) for k in hps[0]})
+    base = jax.random.PRNGKey(spec.seed)
+    keys_all = jax.vmap(lambda i, s: jax.random.fold_in(jax.random.fold_in(base, i), s))(
+        jnp.asarray(i_idx, jnp.uint32), jnp.asarray(s_idx, jnp.uint32)
+    )
+    label = ",".join(m.name for m in methods)
+    num_logs = cfg.num_steps // cfg.log_every
+    lpc = _chunking(num_logs, spec.logs_per_chunk)
+    n_chunks = num_logs // lpc
+
+    def init_fn(problem, hps, key):
+        TRACE_COUNTS[(label, "init")] += 1
+        return jax.vmap(lambda p, h, k: train.init_group(group, p, h, k))(problem, hps, key)
+
+    def chunk_fn(problem, hps, gstate, targets, start):
+        TRACE_COUNTS[(label, "chunk")] += 1
+
+        def one(p, h, g, tg):
+            return train.run_group_chunk(group, p, h, g, tg, start, lpc)
+
+        return jax.vmap(one)(problem, hps, gstate, targets)
+
+    _, sharded, _ = _mesh()
+    t_compile = t_run = 0.0
+    metrics_out: dict[str, dict[str, np.ndarray]] | None = None
+    start_slice, start_chunk, saved_state = 0, 0, None
+    if ckpt is not None and ckpt.exists():
+        saved = rs.read_npz(ckpt)
+        metrics_out = {}
+        for k, v in saved.items():
+            if k.startswith("m/"):
+                _, mname, metric = k.split("/", 2)
+                metrics_out.setdefault(mname, {})[metric] = v
+        start_slice, start_chunk = int(saved["slice"]), int(saved["chunk"])
+        saved_state = {k[len("s/"):]: v for k, v in saved.items() if k.startswith("s/")}
+    init_c = chunk_c = None
+    for sl in range(start_slice, n_slices):
+        rows = slice(sl * par, (sl + 1) * par)
+        inst = i_idx[rows]
+        problem = _shard(jax.tree_util.tree_map(lambda a, ix=inst: a[ix], problem_batch),
+                         sharded)
+        hps = _shard(tuple({k: v[rows] for k, v in h.items()} for h in hp_all), sharded)
+        keys = _shard(keys_all[rows], sharded)
+        if init_c is None:
+            t0 = time.perf_counter()
+            init_c = jax.jit(init_fn).lower(problem, hps, keys).compile()
+            t_compile += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        gstate, targets, m0 = init_c(problem, hps, keys)
+        jax.block_until_ready(gstate)
+        t_run += time.perf_counter() - t0
+        if metrics_out is None:
+            metrics_out = {mn: {k: np.full((n_pad, num_logs + 1), np.nan, np.asarray(v).dtype)
+                                for k, v in mm.items()} for mn, mm in m0.items()}
+        chunk0 = 0
+        if saved_state is not None and sl == start_slice:
+            gstate = _shard(_arrays_to_state(gstate, saved_state), sharded)
+            chunk0 = start_chunk
+        else:
+            for mn, mm in m0.items():
+                for k, v in mm.items():
+                    metrics_out[mn][k][rows, 0] = np.asarray(v)
+        if chunk_c is None:
+            t0 = time.perf_counter()
+            chunk_c = jax.jit(chunk_fn).lower(problem, hps, gstate, targets,
+                                              jnp.int32(0)).compile()
+            t_compile += time.perf_counter() - t0
+        prog = _Progress(f"runs {rows.start}-{min(rows.stop, n)} of {n}", cfg.num_steps,
+                         progress)
+        for c in range(chunk0, n_chunks):
+            t0 = time.perf_counter()
+            gstate, ms = chunk_c(problem, hps, gstate, targets,
+                                 jnp.int32(c * lpc * cfg.log_every))
+            jax.block_until_ready(ms)
+            t_run += time.perf_counter() - t0
+            for mn, mm in ms.items():
+                for k, v in mm.items():
+                    metrics_out[mn][k][rows, 1 + c * lpc: 1 + (c + 1) * lpc] = np.asarray(v)
+            prog.update((c + 1) * lpc * cfg.log_every)
+            if ckpt is not None:
+                last = c + 1 == n_chunks
+                nxt_slice, nxt_chunk = (sl + 1, 0) if last else (sl, c + 1)
+                payload = {f"m/{mn}/{k}": v for mn, mm in metrics_out.items()
+                           for k, v in mm.items()}
+                payload.update(slice=np.int64(nxt_slice), chunk=np.int64(nxt_chunk))
+                if not last:
+                    payload.update({f"s/{k}": v for k, v in _state_to_arrays(gstate).items()})
+                rs.write_npz(ckpt, payload)
+    assert metrics_out is not None
+    shaped = {mn: {k: v[:n].reshape(g_n, i_n, s_n, num_logs + 1) for k, v in mm.items()}
+              for mn, mm in metrics_out.items()}
+    modes = {m.name: c.mode for m, c in zip(methods, group.cfgs, strict=True)}
+    return shaped, {"compile_s": t_compile, "run_s": t_run, "modes": modes}
+
+
+def ci95(x: np.ndarray) -> tuple[float, float, float]:
+    """Mean and normal-approximation 95% interval ``mean ± 1.96 s/√n`` over ``x``."""
+    x = np.asarray(x, np.float64).ravel()
+    m = float(np.mean(x))
+    if x.size < 2:
+        return m, m, m
+    h = 1.96 * float(np.std(x, ddof=1)) / math.sqrt(x.size)
+    return m, m - h, m + h
+
+
+def sweep(
+    spec: SweepSpec,
+    problems: Any | Sequence[Any],
+    out: str | Path | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    extra_config: Mapping[str, Any] | None = None,
+    method_summary: Callable[[str, dict[str, float]], dict] | None = None,
+    summary_extra: Mapping[str, Any] | None = None,
+) -> SweepResult:
+    """Runs the sweep and (if ``out``) writes ``summary.json`` and ``curves.npz``.
+
+    Args:
+      spec: what to run.
+      problems: one problem instance, or a list of instances of the same sizes.
+      out: results folder (created). A folder holding a different config is refused
+        unless ``overwrite``; ``resume`` continues an interrupted sweep.
+      extra_config: JSON-able facts that identify the experiment beyond ``spec``
+        (e.g. the rewards and behaviour distributions); part of the fingerprint.
+      method_summary: ``(method, hparams) -> dict`` merged into each method's entry of
+        each grid point (e.g. its population fixed point).
+      summary_extra: merged into the top level of ``summary.json``.
+    """
+    methods = validate(spec)
+    problem_list = list(problems) if isinstance(problems, list | tuple) else [problems]
+    problem_batch = _stack(problem_list)
+    config = {**spec.to_config(), **(dict(extra_config) if extra_config else {}),
+              "devices": None}
+    config.pop("devices")
+    out_path = Path(out) if out is not None else None
+    ckpt_dir = None
+    if out_path is not None:
+        rs.prepare_folder(out_path, config, resume=resume, overwrite=overwrite)
+        ckpt_dir = out_path / rs.CHECKPOINT
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+    curves: dict[str, np.ndarray] = {}
+    if progress:
+        names = ", ".join(m.name for m in methods)
+        print(f"[{spec.experiment}] {names}: {len(spec.grid_points())} grid points x "
+              f"{len(problem_list)} instances x {spec.num_seeds} seeds on "
+              f"{jax.device_count()} device(s)", file=sys.stderr, flush=True)
+    per_method, timing = run_methods(spec, methods, problem_batch, len(problem_list),
+                                     ckpt_dir / "group.npz" if ckpt_dir else None, progress)
+    for mn, mm in per_method.items():
+        for k, v in mm.items():
+            curves[f"{mn}/{k}"] = v
+    cfg0 = spec.cfg
+    curves["steps"] = np.arange(0, cfg0.num_steps + 1, cfg0.log_every)
+    grid_entries = []
+    for gi, point in enumerate(spec.grid_points()):
+        entry: dict[str, Any] = {"hparams": point, "methods": {}}
+        for m in methods:
+            hp = {k: float(v) for k, v in m.resolve_hparams({**spec.hparams, **point}).items()}
+            stats: dict[str, Any] = {"mode": timing["modes"][m.name], "hparams": hp}
+            for k, v in per_method[m.name].items():
+                mean, lo, hi = ci95(v[gi, :, :, -1])
+                stats[f"final_{k}_mean"] = mean
+                stats[f"final_{k}_ci95"] = [lo, hi]
+            if method_summary is not None:
+                stats.update(method_summary(m.name, hp))
+            entry["methods"][m.name] = stats
+        grid_entries.append(entry)
+    summary = {
+        "experiment": spec.experiment,
+        "version": copg_jax.__version__,
+        "config": config,
+        "grid": grid_entries,
+        "timing": timing,
+        "devices": [str(d) for d in jax.devices()],
+        **(dict(summary_extra) if summary_extra else {}),
+    }
+    if out_path is not None:
+        rs.write_npz(out_path / rs.CURVES, curves)
+        rs.write_json(out_path / rs.SUMMARY, summary)
+        shutil.rmtree(out_path / rs.CHECKPOINT, ignore_errors=True)
+    return SweepResult(summary, curves, out_path)
