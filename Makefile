@@ -1,0 +1,28 @@
+# Two entry points (see README "Quick start"): `make figure` and `make test`.
+# Both create .venv on first use and install the package with its test extras.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: figure test lint bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+# The main job: reproduce the CoPG toy bandit figure (results/copg_bandit/).
+figure: $(STAMP)
+	$(BIN)/python -m experiments.copg_bandit --out results/copg_bandit
+
+# The whole test suite.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info

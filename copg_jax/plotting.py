@@ -1,0 +1,100 @@
+"""Figures: curves with 95% bands, fixed points as dashed lines, grid views.
+
+Colours are fixed per method name, so a method looks the same in every figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+_ORDER = (
+    "copg", "ipo", "pg", "pg_value_baseline", "is_pg", "is_pg_truncated", "rloo", "md",
+    "is_pg_self_normalized", "ppo_clip", "dpo", "md_proximal", "mmd", "mdpo",
+    "nash_md", "nash_md_pg", "omd", "online_ipo2", "egpo", "pmd",
+)
+_PALETTE = plt.get_cmap("tab20").colors
+
+
+def method_color(name: str):
+    """A fixed colour per method name (consistent across figures)."""
+    if name in _ORDER:
+        i = _ORDER.index(name)
+    else:
+        i = len(_ORDER) + sum(map(ord, name))
+    return _PALETTE[(2 * i) % 20 if i < 10 else (2 * (i - 10) + 1) % 20]
+
+
+def mean_ci(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and normal-approximation 95% band ``mean ± 1.96 s/√n`` along ``axis``."""
+    x = np.asarray(x, np.float64)
+    n = x.shape[axis]
+    m = x.mean(axis=axis)
+    if n < 2:
+        return m, m, m
+    h = 1.96 * x.std(axis=axis, ddof=1) / np.sqrt(n)
+    return m, m - h, m + h
+
+
+def plot_curves(
+    ax,
+    steps: np.ndarray,
+    runs: Mapping[str, np.ndarray],
+    fixed_points: Mapping[str, float] | None = None,
+    *,
+    logy: bool = False,
+    floor: float = 1e-8,
+    labels: Mapping[str, str] | None = None,
+) -> None:
+    """``runs[method]`` is ``[num_runs, num_logged]``; draws mean and 95% band, and the
+    method's population fixed point (if given) as a dashed line of the same colour."""
+    for name, y in runs.items():
+        c = method_color(name)
+        m, lo, hi = mean_ci(y, axis=0)
+        if logy:
+            m, lo, hi = (np.maximum(v, floor) for v in (m, lo, hi))
+        ax.plot(steps, m, color=c, lw=1.8, label=(labels or {}).get(name, name))
+        ax.fill_between(steps, lo, hi, color=c, alpha=0.25, lw=0)
+        if fixed_points and name in fixed_points and fixed_points[name] is not None:
+            fp = fixed_points[name]
+            ax.axhline(max(fp, floor) if logy else fp, color=c, ls="--", lw=1.0, alpha=0.9)
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+
+
+def plot_grid(
+    ax,
+    xs: Sequence[float],
+    finals: Mapping[str, Sequence[tuple[float, float, float]]],
+    *,
+    logx: bool = True,
+    logy: bool = True,
+    floor: float = 1e-8,
+) -> None:
+    """Final metric vs a swept hyperparameter; ``finals[method] = [(mean, lo, hi), ...]``."""
+    for name, vals in finals.items():
+        v = np.maximum(np.asarray(vals, np.float64), floor if logy else -np.inf)
+        ax.errorbar(xs, v[:, 0], yerr=[v[:, 0] - v[:, 1], v[:, 2] - v[:, 0]], marker="o",
+                    ms=4, capsize=3, color=method_color(name), label=name)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+
+
+def save(fig, path: Path | str) -> None:
+    """Saves atomically (temporary file, then rename)."""
+    from copg_jax.results import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=130, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Experiment CLIs (absl apps): flags -> config -> copg_jax.sweep -> results -> figures."""

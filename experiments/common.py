@@ -1,0 +1,81 @@
+"""Flags and error handling shared by every experiment CLI.
+
+Flag names are shared by all experiments, so scripts can rely on them. Numeric
+hyperparameters accept comma-separated lists; the sweep runs their product.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+
+def define_common(default_out: str, default_methods: str, default_seeds: int) -> None:
+    flags.DEFINE_string("out", default_out, "Results folder (created; refused if it holds "
+                        "another experiment unless --overwrite).")
+    flags.DEFINE_integer("seeds", default_seeds, "Number of seeds per grid point.")
+    flags.DEFINE_integer("seed", 0, "Base seed (seed s of instance i uses "
+                         "fold_in(fold_in(PRNGKey(seed), i), s)).")
+    flags.DEFINE_string("methods", default_methods, "Comma-separated method names.")
+    flags.DEFINE_bool("exact", False, "Expected-update mode (no sampling) for every method.")
+    flags.DEFINE_bool("resume", False, "Resume an interrupted run in --out.")
+    flags.DEFINE_bool("overwrite", False, "Replace results of a different experiment in --out.")
+    flags.DEFINE_bool("verbose", False, "Show tracebacks on errors.")
+    flags.DEFINE_bool("progress", True, "Print a progress line per chunk.")
+    flags.DEFINE_integer("max_parallel", None, "At most this many runs in memory at once.")
+
+
+def parse_floats(name: str, text: str) -> list[float]:
+    """``"0.1,0.5"`` -> ``[0.1, 0.5]`` with an error naming the flag."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not parts:
+        raise ValueError(f"--{name}: expected a comma-separated list of numbers, got {text!r}")
+    out = []
+    for p in parts:
+        try:
+            out.append(float(p))
+        except ValueError:
+            raise ValueError(f"--{name}: {p!r} is not a number (in {text!r})") from None
+    return out
+
+
+def parse_vector(name: str, text: str) -> list[float]:
+    return parse_floats(name, text)
+
+
+def parse_methods(text: str) -> list[str]:
+    names = [m.strip() for m in str(text).split(",") if m.strip()]
+    if not names:
+        raise ValueError(f"--methods: expected a comma-separated list, got {text!r}")
+    return names
+
+
+def parse_positive_int(name: str, value) -> int:
+    if value is None or int(value) < 1:
+        raise ValueError(f"--{name}: must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """``absl.app.run`` that prints a one-line error (exit code 2) instead of a traceback
+    for bad input; ``--verbose`` shows the traceback."""
+
+    def wrapped(argv):
+        try:
+            main(argv)
+        except (ValueError, FileNotFoundError) as e:
+            if FLAGS.verbose:
+                traceback.print_exc()
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    try:
+        app.run(wrapped)
+    except flags.Error as e:  # pragma: no cover - absl reports flag errors itself
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

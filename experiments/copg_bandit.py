@@ -1,0 +1,240 @@
+r"""The CoPG toy bandit (Flet-Berliac et al. 2024, §5, Fig. 1) and its extensions.
+
+    python -m experiments.copg_bandit                       # the paper figure, 100 seeds
+    python -m experiments.copg_bandit --beta=0.1,0.5,2 --out results/copg_bandit_beta
+
+Defaults follow the paper: 3 arms, R = (2.5, 2, 1), uniform π_ref, β = 0.5, behaviour
+μ1 = (0.1, 0.2, 0.7), μ2 = (0.05, 0.05, 0.9), a fixed dataset of 10⁴ pairs y ~ μ1,
+y' ~ μ2, Adam with learning rate 1e-3, minibatches of 512, 100 epochs.
+
+Choices the paper leaves open (documented in README and results):
+  * logits start at ln π_ref (zeros: the uniform reference);
+  * 100 seeds; each seed draws its own dataset; all methods of a seed share it
+    (common random numbers), and its epoch shuffles;
+  * Bradley–Terry labels σ(R(y) − R(y')) are drawn once per pair (IPO/DPO data);
+  * IPO uses τ = β;
+  * the minibatch remainder of every epoch is dropped (⌊10⁴/512⌋ = 19 steps per epoch,
+    1,900 steps; a fresh permutation each epoch, so a different remainder each time);
+  * rloo draws fresh on-policy pairs (batch 512) each step; md is the exact linearized
+    mirror descent with η = 0.01 (one exact update per step), a reference curve.
+
+summary.json: per grid point and method ``final_regret_mean``, ``final_regret_ci95``,
+``fixed_point`` (the population fixed point: where the method's expected update
+converges) and ``fixed_point_regret``; each grid entry has ``pi_star`` and ``J_star`` for
+its β, and the top level repeats them for the first β value.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from absl import flags
+
+from copg_jax import plotting
+from copg_jax.algos.base import StaticConfig
+from copg_jax.algos.registry import get_method
+from copg_jax.envs import bandit as bandit_env
+from copg_jax.exact import bandit as exact_bandit
+from copg_jax.sweep import SweepSpec, sweep
+from experiments import common
+
+FIGURE_METHODS = "copg,ipo,pg,pg_value_baseline,is_pg,is_pg_truncated,rloo,md"
+common.define_common("results/copg_bandit", FIGURE_METHODS, 100)
+flags.DEFINE_string("rewards", "2.5,2,1", "Mean reward of each arm.")
+flags.DEFINE_string("mu1", "0.1,0.2,0.7", "Behaviour distribution of y.")
+flags.DEFINE_string("mu2", "0.05,0.05,0.9", "Behaviour distribution of y'.")
+flags.DEFINE_string("ref", None, "Reference policy (default uniform).")
+flags.DEFINE_string("beta", "0.5", "KL strength β (comma list = grid).")
+flags.DEFINE_string("lr", "1e-3", "Adam learning rate (comma list = grid).")
+flags.DEFINE_string("eta", "0.01", "Mirror-descent step η for md/mmd (comma list = grid).")
+flags.DEFINE_integer("batch_size", 512, "Pairs per minibatch.")
+flags.DEFINE_integer("epochs", 100, "Passes over the offline dataset.")
+flags.DEFINE_integer("num_pairs", 10_000, "Size of the offline dataset.")
+flags.DEFINE_integer("steps", None, "Number of updates (default epochs × ⌊pairs/batch⌋).")
+FLAGS = flags.FLAGS
+
+
+def build(argv=None):
+    """Flags -> (spec, problem, extra config). Raises ValueError on bad input."""
+    rewards = common.parse_vector("rewards", FLAGS.rewards)
+    k = len(rewards)
+    vec = {}
+    for name in ("mu1", "mu2", "ref"):
+        text = getattr(FLAGS, name)
+        vec[name] = None if text is None else common.parse_vector(name, text)
+        if vec[name] is not None and len(vec[name]) != k:
+            raise ValueError(f"--{name}: has {len(vec[name])} entries but --rewards has {k}")
+    try:
+        problem = bandit_env.make_bandit(rewards, vec["ref"], vec["mu1"], vec["mu2"])
+    except ValueError as e:
+        msg = str(e)
+        raise ValueError(f"--{msg.replace('ref_probs', 'ref')}") from None
+    batch = common.parse_positive_int("batch_size", FLAGS.batch_size)
+    pairs = common.parse_positive_int("num_pairs", FLAGS.num_pairs)
+    epochs = common.parse_positive_int("epochs", FLAGS.epochs)
+    if batch > pairs:
+        raise ValueError(f"--batch_size: must be <= --num_pairs={pairs}, got {batch}")
+    spe = pairs // batch
+    steps = FLAGS.steps if FLAGS.steps is not None else epochs * spe
+    steps = common.parse_positive_int("steps", steps)
+    log_every = spe if steps % spe == 0 else 1
+    cfg = StaticConfig(
+        mode="exact" if FLAGS.exact else "sampled",
+        data="offline",
+        num_steps=steps,
+        log_every=log_every,
+        batch_size=batch,
+        dataset_size=pairs,
+        optimizer="adam",
+    )
+    grid = {
+        "beta": common.parse_floats("beta", FLAGS.beta),
+        "lr": common.parse_floats("lr", FLAGS.lr),
+    }
+    methods = common.parse_methods(FLAGS.methods)
+    if any(get_method(m, "bandit").exact_step is not None for m in methods):
+        grid["eta"] = common.parse_floats("eta", FLAGS.eta)
+    spec = SweepSpec(
+        experiment="copg_bandit",
+        problem_kind="bandit",
+        methods=methods,
+        grid=grid,
+        num_seeds=common.parse_positive_int("seeds", FLAGS.seeds),
+        cfg=cfg,
+        seed=FLAGS.seed,
+        max_parallel=FLAGS.max_parallel,
+    )
+    extra = {
+        "rewards": rewards,
+        "mu1": np.asarray(problem.mu1).tolist(),
+        "mu2": np.asarray(problem.mu2).tolist(),
+        "ref_probs": np.asarray(problem.ref_probs).tolist(),
+        "epochs": epochs,
+    }
+    return spec, problem, extra
+
+
+def fixed_point_summary(problem, cfg: StaticConfig):
+    """``(method, hparams) -> {fixed_point, fixed_point_regret, fixed_point_converged}``,
+    solved in float64 for each method's exact (expected) update."""
+    from copg_jax.fixed_point import fixed_point
+
+    cache: dict = {}
+
+    def summarize(name: str, hp: dict) -> dict:
+        key = (name, tuple(sorted(hp.items())))
+        if key not in cache:
+            with jax.enable_x64(True):
+                p64 = bandit_env.make_bandit(
+                    np.asarray(problem.rewards, np.float64),
+                    np.asarray(problem.ref_probs, np.float64),
+                    np.asarray(problem.mu1, np.float64),
+                    np.asarray(problem.mu2, np.float64),
+                )
+                m = get_method(name, "bandit")
+                fcfg = cfg.replace(mode="exact")
+                fp = fixed_point(m, p64, hp, fcfg, problem_kind="bandit")
+                probs = np.asarray(fp.probs, np.float64)
+                reg = float(exact_bandit.regret(p64, fp.probs, hp["beta"]))
+                cache[key] = {
+                    "fixed_point": probs.tolist() if fp.converged else None,
+                    "fixed_point_regret": reg if fp.converged else None,
+                    "fixed_point_converged": bool(fp.converged),
+                    "fixed_point_residual": float(fp.residual),
+                }
+        return cache[key]
+
+    return summarize
+
+
+def make_figures(result, problem) -> None:
+    summary, curves = result.summary, result.curves
+    steps = curves["steps"]
+    grid = summary["grid"]
+    out = result.out
+    for gi, entry in enumerate(grid):
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+        runs = {m: curves[f"{m}/regret"][gi].reshape(-1, len(steps)) for m in entry["methods"]}
+        fps = {m: s.get("fixed_point_regret") for m, s in entry["methods"].items()}
+        for ax, logy in zip(axes, (False, True), strict=True):
+            plotting.plot_curves(ax, steps, runs, fps, logy=logy)
+            ax.set_xlabel("update")
+            ax.set_ylabel("regret  J(π*) − J(π)")
+        uniform = float(exact_bandit.regret(problem, np.full(problem.num_actions,
+                                                             1 / problem.num_actions),
+                                            entry["hparams"]["beta"]))
+        axes[0].axhline(uniform, color="grey", ls=":", lw=1)
+        axes[0].text(steps[-1], uniform, " uniform π", va="bottom", ha="right", color="grey",
+                     fontsize=8)
+        hp = ", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items())
+        n_runs = next(iter(runs.values())).shape[0]
+        fig.suptitle(f"CoPG toy bandit ({hp}): regret, mean and 95% CI over {n_runs} seeds;"
+                     " dashed = each method's population fixed point", fontsize=10)
+        axes[0].set_title("linear scale", fontsize=9)
+        axes[1].set_title("log scale", fontsize=9)
+        axes[1].legend(fontsize=8, ncol=2, loc="lower left")
+        name = "regret.png" if len(grid) == 1 else f"regret_{gi}.png"
+        plotting.save(fig, out / name)
+    betas = summary["config"]["grid"]["beta"]
+    if len(betas) > 1:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        lr0 = summary["config"]["grid"]["lr"][0]
+        finals: dict = {}
+        xs = []
+        for entry in grid:
+            if entry["hparams"]["lr"] != lr0 or entry["hparams"].get("eta", None) not in (
+                None, summary["config"]["grid"].get("eta", [None])[0]):
+                continue
+            xs.append(entry["hparams"]["beta"])
+            for m, s in entry["methods"].items():
+                lo, hi = s["final_regret_ci95"]
+                finals.setdefault(m, []).append((s["final_regret_mean"], lo, hi))
+        plotting.plot_grid(ax, xs, finals)
+        ax.set_xlabel("β")
+        ax.set_ylabel("final regret")
+        ax.legend(fontsize=8, ncol=2)
+        plotting.save(fig, out / "final_regret_vs_beta.png")
+
+
+def main(argv) -> None:
+    del argv
+    spec, problem, extra = build()
+    summarize = fixed_point_summary(problem, spec.cfg)
+    targets = []
+    for point in spec.grid_points():
+        b = point["beta"]
+        targets.append({
+            "beta": b,
+            "pi_star": np.asarray(exact_bandit.optimal_policy(problem, b), np.float64).tolist(),
+            "J_star": float(exact_bandit.optimal_value(problem, b)),
+        })
+    result = sweep(
+        spec, problem, FLAGS.out, resume=FLAGS.resume, overwrite=FLAGS.overwrite,
+        progress=FLAGS.progress, extra_config=extra, method_summary=summarize,
+        summary_extra={"pi_star": targets[0]["pi_star"], "J_star": targets[0]["J_star"]},
+    )
+    for entry, tg in zip(result.summary["grid"], targets, strict=True):
+        entry.update(pi_star=tg["pi_star"], J_star=tg["J_star"])
+    from copg_jax import results as rs
+
+    rs.write_json(result.out / rs.SUMMARY, result.summary)
+    make_figures(result, problem)
+    t = result.summary["timing"]
+    print(f"π* = {np.round(targets[0]['pi_star'], 4).tolist()}  J* = {targets[0]['J_star']:.4f}")
+    for entry in result.summary["grid"]:
+        print("  " + ", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items()))
+        for m, s in entry["methods"].items():
+            lo, hi = s["final_regret_ci95"]
+            fp = s.get("fixed_point_regret")
+            fps = "diverges" if fp is None else f"{fp:.4f}"
+            print(f"    {m:20s} final regret {s['final_regret_mean']:.4f} "
+                  f"[{lo:.4f}, {hi:.4f}]  fixed-point regret {fps}")
+    print(f"compile {t['compile_s']:.1f}s  run {t['run_s']:.1f}s  -> {result.out}")
+
+
+if __name__ == "__main__":
+    common.run(main)
