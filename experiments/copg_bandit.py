@@ -126,10 +126,8 @@ def fixed_point_summary(problem, cfg: StaticConfig):
         if key not in cache:
             with jax.enable_x64(True):
                 p64 = bandit_env.make_bandit(
-                    np.asarray(problem.rewards, np.float64),
-                    np.asarray(problem.ref_probs, np.float64),
-                    np.asarray(problem.mu1, np.float64),
-                    np.asarray(problem.mu2, np.float64),
+                    *(np.asarray(a, np.float64) for a in (problem.rewards, problem.ref_probs,
+                                                          problem.mu1, problem.mu2))
                 )
                 m = get_method(name, "bandit")
                 fcfg = cfg.replace(mode="exact")

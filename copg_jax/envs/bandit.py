@@ -70,11 +70,17 @@ def make_bandit(
         r = np.asarray(rewards, dtype=float)
         if np.any((r < 0) | (r > 1)):
             raise ValueError(f"rewards: bernoulli noise needs rewards in [0, 1], got {r}")
+    # Accepted within 1e-6 of summing to 1, then renormalized exactly so that expected
+    # updates (which rely on Σμ = 1) vanish exactly at their fixed points.
+    def norm(p):
+        p = as_float(p)
+        return p / p.sum()
+
     return Bandit(
         rewards=as_float(rewards),
-        ref_probs=as_float(fields["ref_probs"]),
-        mu1=as_float(fields["mu1"]),
-        mu2=as_float(fields["mu2"]),
+        ref_probs=norm(fields["ref_probs"]),
+        mu1=norm(fields["mu1"]),
+        mu2=norm(fields["mu2"]),
         noise_scale=as_float(noise_scale),
         noise=noise,
     )
