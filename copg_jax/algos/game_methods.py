@@ -1,0 +1,271 @@
+"""Nash-learning methods on KL-regularized preference games (SPEC §3, §6).
+
+Game: ``P[y, y'] = P(y ≻ y')`` with ``P + Pᵀ = 1``, reference μ, strength ``τ > 0``,
+``P_τ(π ≻ π') = πᵀPπ' − τ KL(π‖μ) + τ KL(π'‖μ)``; equilibrium ``π*_τ = softmax(ln μ + Pπ*/τ)``.
+Policies are ``π = softmax(θ)``, ``θ[K]``; ``h(y) = ln π(y) − ln μ(y)``; ``∇_θ ln π(y) = e_y − π``.
+
+References: NLHF = Munos et al., "Nash Learning from Human Feedback", arXiv 2312.00886
+(Nash-MD, Nash-MD-PG); EGPO = Zhou, Fazel, Du, "Extragradient Preference Optimization",
+arXiv 2503.08942 (Online IPO 1 / OMD, Online IPO 2, the sampled regression forms, EGPO).
+
+Closed forms (exact mode) act on logits with step ``η`` = hp ``eta``, or
+``η_t = 2/(τ(t+2))`` when ``cfg.eta_schedule == "nash_md"`` (NLHF Thm. 1). Closed forms
+need ``ητ ≤ 1`` (``1 − ητ`` is the weight of the current policy; with ``ητ > 1`` it is an
+extrapolation). Sampled mode: every estimator returns an *ascent* direction (minus the
+gradient of the method's loss, averaged over the batch); an optax optimizer with hp ``lr``
+applies it. Each ``expected`` is the exact expectation of ``estimate`` (finite sums).
+
+**Sampled regression forms** (EGPO): ``y, y'`` i.i.d. uniform, ``y'' ~ ν`` (ν = the Nash-MD
+geometric mixture, or π for OMD), outcomes ``z = 1{y ≻ y''}``, ``z' = 1{y' ≻ y''}`` drawn
+from ``P``; loss ``(h(y) − h(y') − (z − z')/τ)²``, so the direction is
+``−2 r (e_y − e_{y'})`` with ``r`` the residual (the π parts of the two scores cancel). Its
+expectation is ``−(4/K)(g − ḡ)`` with ``g = h − Pν/τ``: one SGD step of size ``lr`` is
+the closed-form step ``ln π ← (1−ητ) ln π + ητ ln μ + η Pν`` (up to a constant) with
+``ητ = 4 lr/K``, and the unique minimizer is ``π ∝ μ exp(Pν/τ)``.
+
+**Choice (documented):** Online IPO 2 and Nash-MD-PG use *sampled* preference outcomes
+``z ~ Bernoulli(P[y, y'])`` in place of ``P[y, y']``: both directions are linear in the
+label, so the expectation (``expected``) is the same and only the variance grows; this is
+what preference feedback provides in practice.
+
+Batches (on-policy, from each method's ``sample``): ``"y"`` int ``[B, 2]``, ``"y2"`` int
+``[B]`` (the opponent ``y''`` of the regression forms) and ``"pref"`` float (``[B, 2]``
+outcomes ``z, z'`` of the regression forms, ``[B]`` for pairs).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from copg_jax.algos.base import Method, StaticConfig
+from copg_jax.algos.registry import register
+from copg_jax.envs.games import PreferenceGame, sample_preferences
+from copg_jax.kinds.bandit import sample_categorical
+
+Array = jax.Array
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def step_size(hp, t, cfg: StaticConfig) -> Array:
+    """``η_t``: hp ``eta`` (constant schedule) or ``2/(τ(t+2))`` (NLHF Thm. 1)."""
+    tau = hp["tau"]
+    if cfg.eta_schedule == "nash_md":
+        return 2.0 / (tau * (jnp.asarray(t).astype(jnp.result_type(tau)) + 2.0))
+    return jnp.asarray(hp["eta"], jnp.result_type(tau))
+
+
+def geometric_mixture(log_pi: Array, log_mu: Array, a) -> Array:
+    """``ln π^a`` with ``π^a ∝ π^{1−a} μ^a`` (normalized log-probabilities)."""
+    return jax.nn.log_softmax((1.0 - a) * log_pi + a * log_mu)
+
+
+def _h(game: PreferenceGame, logp: Array) -> Array:
+    return logp - jnp.log(game.ref_probs)
+
+
+def _scatter(values: Array, y: Array, k: int) -> Array:
+    return jnp.zeros((k,), values.dtype).at[y.reshape(-1)].add(values.reshape(-1))
+
+
+def _pair_direction(c: Array, y: Array, k: int) -> Array:
+    """``mean_b c[b] (e_{y[b,0]} − e_{y[b,1]})``."""
+    return (_scatter(c, y[:, 0], k) - _scatter(c, y[:, 1], k)) / y.shape[0]
+
+
+def md_logits(log_pi: Array, game: PreferenceGame, eta, tau, opponent: Array) -> Array:
+    """``ln π_{t+1} = (1−ητ) ln π + ητ ln μ + η P(y ≻ opponent) + c`` (normalized)."""
+    a = eta * tau
+    return jax.nn.log_softmax((1.0 - a) * log_pi + a * jnp.log(game.ref_probs)
+                              + eta * (game.P @ opponent))
+
+
+# ------------------------------------------------------- aux: the current step size η_t
+
+
+def eta_init(key, game: PreferenceGame, hp, cfg):
+    return step_size(hp, 0, cfg)
+
+
+def eta_pre_step(logits, aux, game, hp, t, cfg):
+    """The aux state is ``η_t`` (the Nash-MD mixture of sampled mode depends on it)."""
+    return step_size(hp, t, cfg)
+
+
+# ------------------------------------------------- opponents of the regression forms
+
+
+def nash_md_opponent(logits, game: PreferenceGame, hp, eta) -> Array:
+    """Nash-MD's opponent: the geometric mixture ``π^μ ∝ π^{1−ητ} μ^{ητ}`` (NLHF)."""
+    a = eta * hp["tau"]
+    return jnp.exp(geometric_mixture(jax.nn.log_softmax(logits), jnp.log(game.ref_probs), a))
+
+
+def omd_opponent(logits, game: PreferenceGame, hp, aux) -> Array:
+    """OMD / Online IPO 1 / EGPO's opponent: the current policy π."""
+    return jax.nn.softmax(logits)
+
+
+def regression_sample_with(opponent):
+    def sample(key, logits, game: PreferenceGame, hp, aux, cfg: StaticConfig):
+        """``y, y'`` uniform, ``y'' ~ ν``, outcomes ``z = 1{y ≻ y''}``, ``z' = 1{y' ≻ y''}``."""
+        k_y, k_o, k_z = jax.random.split(key, 3)
+        b = cfg.batch_size
+        y = jax.random.randint(k_y, (b, 2), 0, game.num_actions, dtype=jnp.int32)
+        y2 = sample_categorical(k_o, opponent(logits, game, hp, aux), (b,))
+        return {"y": y, "y2": y2, "pref": sample_preferences(k_z, game, y, y2[:, None])}
+
+    return sample
+
+
+def regression_estimate(logits, game: PreferenceGame, hp, batch, aux, cfg) -> Array:
+    """EGPO's sampled regression form: minus the gradient of
+    ``mean_b (h(y) − h(y') − (z − z')/τ)²``, i.e. ``−2 mean_b r_b (e_{y_b} − e_{y'_b})``."""
+    h = _h(game, jax.nn.log_softmax(logits))
+    y, z = batch["y"], batch["pref"]
+    r = h[y[:, 0]] - h[y[:, 1]] - (z[:, 0] - z[:, 1]) / hp["tau"]
+    return _pair_direction(-2.0 * r, y, logits.shape[0])
+
+
+def regression_expected_with(opponent):
+    def expected(logits, game: PreferenceGame, hp, aux, cfg) -> Array:
+        """``E = −2 E_{y,y'~U}[(g(y) − g(y'))(e_y − e_{y'})] = −(4/K)(g − mean g)``,
+        ``g = h − Pν/τ``."""
+        g = _h(game, jax.nn.log_softmax(logits)) - game.P @ opponent(logits, game, hp, aux) \
+            / hp["tau"]
+        return -(4.0 / logits.shape[0]) * (g - jnp.mean(g))
+
+    return expected
+
+
+# ---------------------------------------------------------------------------- Nash-MD
+
+
+def nash_md_step(logits, aux, game: PreferenceGame, hp, t, cfg):
+    """Nash-MD (NLHF, tabular): ``π_t^μ ∝ π_t^{1−ητ} μ^{ητ}``, then
+    ``ln π_{t+1} = (1−ητ) ln π_t + ητ ln μ + η P(y ≻ π_t^μ) + c``. With
+    ``η_t = 2/(τ(t+2))``: ``KL(π*_τ ‖ π_T) ≤ 8/(τ²(T+1))`` (NLHF Thm. 1)."""
+    eta, tau = step_size(hp, t, cfg), hp["tau"]
+    log_pi = jax.nn.log_softmax(logits)
+    mix = jnp.exp(geometric_mixture(log_pi, jnp.log(game.ref_probs), eta * tau))
+    return md_logits(log_pi, game, eta, tau, mix), aux
+
+
+# ------------------------------------------------------------------------- OMD / EGPO
+
+
+def omd_step(logits, aux, game: PreferenceGame, hp, t, cfg):
+    """OMD = Online IPO 1 (EGPO): ``ln π_{t+1} = (1−ητ) ln π_t + ητ ln μ + η P(y ≻ π_t)
+    + c``. Its fixed point is ``π*_τ``; guarantees are for the average iterate."""
+    eta = step_size(hp, t, cfg)
+    log_pi = jax.nn.log_softmax(logits)
+    return md_logits(log_pi, game, eta, hp["tau"], jnp.exp(log_pi)), aux
+
+
+def egpo_step(logits, aux, game: PreferenceGame, hp, t, cfg):
+    """EGPO (EGPO Alg. 1, tabular; extragradient of Cen et al. 2021), in log space:
+    look-ahead ``ln π_{t+½} = (1−ητ) ln π_t + ητ ln μ + η P(y ≻ π_t) + c``, then from the
+    current point ``ln π_{t+1} = (1−ητ) ln π_t + ητ ln μ + η P(y ≻ π_{t+½}) + c``.
+    Linear last-iterate convergence to ``π*_τ`` for ``η`` small enough (of order
+    ``1/(τ + ‖P − ½11ᵀ‖)``); its fixed point is ``π*_τ`` for every ``η``."""
+    eta, tau = step_size(hp, t, cfg), hp["tau"]
+    log_pi = jax.nn.log_softmax(logits)
+    half = md_logits(log_pi, game, eta, tau, jnp.exp(log_pi))
+    return md_logits(log_pi, game, eta, tau, jnp.exp(half)), aux
+
+
+# ----------------------------------------------------------------------- Online IPO 2
+
+
+def pair_sample(key, logits, game: PreferenceGame, hp, aux, cfg: StaticConfig):
+    """``y, y' ~ π`` i.i.d., outcome ``z = 1{y ≻ y'}``."""
+    k_y, k_z = jax.random.split(key)
+    y = sample_categorical(k_y, jax.nn.softmax(logits), (cfg.batch_size, 2))
+    return {"y": y, "pref": sample_preferences(k_z, game, y[:, 0], y[:, 1])}
+
+
+def online_ipo2_estimate(logits, game: PreferenceGame, hp, batch, aux, cfg) -> Array:
+    """Online IPO 2 (EGPO): ``y, y' ~ π``, minus the gradient of
+    ``(h(y) − h(y') − (z − ½)/τ)²`` (samples held fixed):
+    ``−2 (h(y) − h(y') − (z − ½)/τ)(e_y − e_{y'})``, ``z ~ Bernoulli(P[y, y'])``."""
+    h = _h(game, jax.nn.log_softmax(logits))
+    y = batch["y"]
+    r = h[y[:, 0]] - h[y[:, 1]] - (batch["pref"] - 0.5) / hp["tau"]
+    return _pair_direction(-2.0 * r, y, logits.shape[0])
+
+
+def online_ipo2_expected(logits, game: PreferenceGame, hp, aux, cfg) -> Array:
+    """``−4(π∘h − (π·h)π) + (2/τ) π∘(Pπ − Pᵀπ)``; it vanishes exactly at ``π*_τ``."""
+    probs, logp = jax.nn.softmax(logits), jax.nn.log_softmax(logits)
+    h = _h(game, logp)
+    return (-4.0 * (probs * h - (probs @ h) * probs)
+            + (2.0 / hp["tau"]) * probs * (game.P @ probs - game.P.T @ probs))
+
+
+# ------------------------------------------------------------------------ Nash-MD-PG
+
+
+def nash_md_pg_sample(key, logits, game: PreferenceGame, hp, aux, cfg: StaticConfig):
+    """``y ~ π``, ``y' ~ π^β ∝ π^{1−β} μ^β`` (β = hp ``mix``), outcome ``z = 1{y ≻ y'}``."""
+    k_y, k_o, k_z = jax.random.split(key, 3)
+    logp = jax.nn.log_softmax(logits)
+    mix = jnp.exp(geometric_mixture(logp, jnp.log(game.ref_probs), hp["mix"]))
+    y0 = sample_categorical(k_y, jnp.exp(logp), (cfg.batch_size,))
+    y1 = sample_categorical(k_o, mix, (cfg.batch_size,))
+    y = jnp.stack([y0, y1], axis=1)
+    return {"y": y, "pref": sample_preferences(k_z, game, y0, y1)}
+
+
+def nash_md_pg_estimate(logits, game: PreferenceGame, hp, batch, aux, cfg) -> Array:
+    """Nash-MD-PG (NLHF): ``∇ln π(y) (z − ½ − τ ln(π(y)/μ(y)))``, ``y ~ π``,
+    ``y' ~ π^β``, ``z ~ Bernoulli(P[y, y'])``."""
+    probs, logp = jax.nn.softmax(logits), jax.nn.log_softmax(logits)
+    y = batch["y"][:, 0]
+    a = batch["pref"] - 0.5 - hp["tau"] * _h(game, logp)[y]
+    return (_scatter(a, y, logits.shape[0]) - jnp.sum(a) * probs) / y.shape[0]
+
+
+def nash_md_pg_expected(logits, game: PreferenceGame, hp, aux, cfg) -> Array:
+    """``π∘a − (π·a)π`` with ``a = Pπ^β − ½ − τh``."""
+    probs, logp = jax.nn.softmax(logits), jax.nn.log_softmax(logits)
+    mix = jnp.exp(geometric_mixture(logp, jnp.log(game.ref_probs), hp["mix"]))
+    a = game.P @ mix - 0.5 - hp["tau"] * _h(game, logp)
+    return probs * a - (probs @ a) * probs
+
+
+# --------------------------------------------------------------------------- registry
+
+
+_CF = {"tau": 0.1, "eta": 1.0, "lr": 0.1}  # eta: closed-form step; lr: sampled optimizer
+_LR = {"tau": 0.1, "lr": 0.1}
+
+register(Method(
+    "nash_md", "game", _CF,
+    "Nash-MD (NLHF): MD against the mixture π^{1−ητ}μ^{ητ}; sampled: EGPO regression form.",
+    on_policy=True, exact_step=nash_md_step,
+    estimate=regression_estimate, expected=regression_expected_with(nash_md_opponent),
+    sample=regression_sample_with(nash_md_opponent), init_aux=eta_init, pre_step=eta_pre_step))
+register(Method(
+    "omd", "game", _CF,
+    "OMD / Online IPO 1 (EGPO): MD against π; sampled: EGPO regression form with y'' ~ π.",
+    on_policy=True, exact_step=omd_step,
+    estimate=regression_estimate, expected=regression_expected_with(omd_opponent),
+    sample=regression_sample_with(omd_opponent)))
+register(Method(
+    "online_ipo2", "game", _LR,
+    "Online IPO 2 (EGPO): y, y' ~ π, loss (Δh − (z − 1/2)/τ)².",
+    on_policy=True, estimate=online_ipo2_estimate, expected=online_ipo2_expected,
+    sample=pair_sample))
+register(Method(
+    "nash_md_pg", "game", {"tau": 0.1, "lr": 1.0, "mix": 0.125},
+    "Nash-MD-PG (NLHF): ∇ln π(y)(z − 1/2 − τh(y)), y ~ π, y' ~ π^{1−β}μ^β.",
+    on_policy=True, estimate=nash_md_pg_estimate, expected=nash_md_pg_expected,
+    sample=nash_md_pg_sample))
+register(Method(
+    "egpo", "game", _CF,
+    "EGPO: extragradient Online IPO (look-ahead step, then step from π_t).",
+    on_policy=True, exact_step=egpo_step, lookahead=True,
+    estimate=regression_estimate, expected=regression_expected_with(omd_opponent),
+    sample=regression_sample_with(omd_opponent)))
