@@ -13,7 +13,9 @@ Two cases, following the training loop's precedence (``exact_step`` first):
   first, as the training loop does, and carrying ``aux``) until the change of the
   normalized logits ``log_softmax(θ)`` (plus the change of the floating leaves of ``aux``,
   e.g. a moving magnet) is below ``tol``. ``residual`` is that last change; the step index
-  ``t`` passed to ``exact_step`` is the iteration count (decreasing schedules work too).
+  ``t`` passed to ``exact_step`` is the iteration count. Use a constant step schedule
+  (``cfg.eta_schedule="constant"``, the default): with a decreasing one the change
+  vanishes because the step does, before the iterate reaches the fixed point.
 * **gradient methods** (``expected``): solve ``g(θ) = expected(θ) = 0``.
 
   1. *Warm start*: ``warm_steps`` Adam ascent steps on the exact direction inside a
@@ -44,11 +46,20 @@ methods (``lookahead``) are solved on their plain direction ``g``: if ``g(θ) = 
 look-ahead point is ``θ`` itself, so the fixed points coincide.
 
 **Fixed points at infinity.** Some population updates have no finite zero: the logits
-diverge while ``‖g‖`` decays towards 0 only asymptotically. Such a run is reported with
-``converged=False`` (never as a wrong finite answer): convergence requires ``residual ≤
-tol`` *and* a finite spread ``max − min`` of every logit row at most ``max_logit_range``
-(default 100, i.e. probability ratios up to e¹⁰⁰). A closed-form iteration that hits
-``max_iters`` without its change falling below ``tol`` is also ``converged=False``.
+diverge while ``‖g‖`` decays towards 0 only asymptotically (every direction of the form
+``π ∘ (...)`` vanishes at the simplex vertices, e.g. unregularized PG, or RLOO if Newton
+starts too far away). Such a run is reported with ``converged=False``, never as a wrong
+finite answer. A gradient method's point is accepted only if ``residual ≤ tol``, Newton's
+estimate of the remaining distance ``‖J⁺g‖ ≤ xtol`` (small at a regular root, O(1) while
+sliding to infinity, where ``J`` shrinks with ``g``), and every logit row is finite with a
+spread ``max − min ≤ max_logit_range`` (default 100: probability ratios up to e¹⁰⁰). A
+closed-form iteration that hits ``max_iters`` with its change still above ``tol`` (e.g. MMD
+with a moving magnet, which runs to the greedy vertex) is ``converged=False``.
+
+**Flat regions.** Where the exact direction is identically zero on an open set, the
+starting point (π_ref) is a genuine fixed point of the population update and is returned
+as such; e.g. PPO-clip on the paper bandit, where every ratio π_ref/μ is outside
+``[1 − ε, 1 + ε]`` on the side that zeroes the gradient, so its exact update never moves.
 
 **Precision.** float64 is used when the caller enabled ``jax_enable_x64`` (the problem's
 floating leaves are then cast to float64); nothing is forced globally. Default ``tol``:
@@ -88,8 +99,9 @@ class FixedPoint(NamedTuple):
       probs: the policy there (``kind.probs(logits)``).
       residual: ``‖expected(θ)‖`` (gradient methods) or the norm of the last closed-form
         step's change (closed-form methods).
-      converged: scalar bool array: residual ≤ tol and the logits are finite with a
-        spread ≤ ``max_logit_range`` (False for a fixed point at infinity).
+      converged: scalar bool array: residual ≤ tol, (gradient methods) Newton's distance
+        estimate ``‖J⁺g‖ ≤ xtol``, and the logits are finite with a spread ≤
+        ``max_logit_range`` (False for a fixed point at infinity).
       iterations: closed-form iterations, or warm-start steps + Newton iterations.
     """
 
@@ -129,14 +141,16 @@ def _spread_ok(logits: Array, max_range) -> Array:
 
 def _float_leaves(tree) -> list[Array]:
     return [
-        x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(jnp.result_type(x),
-                                                                     jnp.inexact)
+        x
+        for x in jax.tree_util.tree_leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
     ]
 
 
 def _tree_change(new, old) -> Array:
-    sq = [jnp.sum((a - b) ** 2) for a, b in zip(_float_leaves(new), _float_leaves(old),
-                                                 strict=True)]
+    sq = [
+        jnp.sum((a - b) ** 2) for a, b in zip(_float_leaves(new), _float_leaves(old), strict=True)
+    ]
     return jnp.sqrt(sum(sq)) if sq else jnp.zeros(())
 
 
@@ -163,8 +177,20 @@ def _closed_form(method: Method, problem, hp, cfg, logits0, aux0, tol, max_iters
     return logits, change, converged, t
 
 
-def _gradient(method: Method, problem, hp, cfg, logits0, aux0, tol, xtol, max_range,
-              warm_steps, warm_lr, newton_iters):
+def _gradient(
+    method: Method,
+    problem,
+    hp,
+    cfg,
+    logits0,
+    aux0,
+    tol,
+    xtol,
+    max_range,
+    warm_steps,
+    warm_lr,
+    newton_iters,
+):
     shape = logits0.shape
 
     def g(theta):
@@ -181,8 +207,7 @@ def _gradient(method: Method, problem, hp, cfg, logits0, aux0, tol, xtol, max_ra
         return jnp.where(jnp.isfinite(n), n, jnp.inf)
 
     # 1. Warm start: Adam ascent on the exact direction, decaying learning rate.
-    sched = optax.exponential_decay(warm_lr, transition_steps=max(warm_steps, 1),
-                                    decay_rate=1e-3)
+    sched = optax.exponential_decay(warm_lr, transition_steps=max(warm_steps, 1), decay_rate=1e-3)
     opt = optax.adam(sched)
 
     def warm(_, c):
@@ -275,8 +300,18 @@ def solve_fixed_point(
         )
     else:
         logits, res, conv, it = _gradient(
-            method, problem, hp, cfg, logits0, aux0, tol, xtol, max_logit_range,
-            warm_steps, warm_lr, newton_iters,
+            method,
+            problem,
+            hp,
+            cfg,
+            logits0,
+            aux0,
+            tol,
+            xtol,
+            max_logit_range,
+            warm_steps,
+            warm_lr,
+            newton_iters,
         )
     return FixedPoint(logits, kind.probs(logits), res, conv, it)
 
@@ -326,8 +361,7 @@ def fixed_point(
         method = get_method(method, kind.name)
     if method.problem != kind.name:
         raise ValueError(
-            f"problem_kind: method {method.name!r} is for {method.problem!r}, "
-            f"got {kind.name!r}"
+            f"problem_kind: method {method.name!r} is for {method.problem!r}, got {kind.name!r}"
         )
     cfg = (cfg or StaticConfig(mode="exact")).replace(mode="exact")
     method.check_config(cfg)
@@ -337,17 +371,46 @@ def fixed_point(
             f"max_iters/warm_steps/newton_iters: must be >= 1/0/0, got "
             f"{max_iters}/{warm_steps}/{newton_iters}"
         )
-    for name, val in (("tol", tol), ("xtol", xtol), ("warm_lr", warm_lr),
-                      ("max_logit_range", max_logit_range)):
+    for name, val in (
+        ("tol", tol),
+        ("xtol", xtol),
+        ("warm_lr", warm_lr),
+        ("max_logit_range", max_logit_range),
+    ):
         if val is not None and not val > 0:
             raise ValueError(f"{name}: must be > 0, got {val}")
 
-    def run(p, h, k):
-        return solve_fixed_point(
-            method, p, h, cfg, kind, max_iters=max_iters, tol=tol, xtol=xtol,
-            warm_steps=warm_steps, warm_lr=warm_lr, newton_iters=newton_iters,
-            max_logit_range=max_logit_range, key=k,
-        )
-
+    settings = dict(
+        max_iters=max_iters,
+        tol=tol,
+        xtol=xtol,
+        warm_steps=warm_steps,
+        warm_lr=warm_lr,
+        newton_iters=newton_iters,
+        max_logit_range=max_logit_range,
+    )
     key = jax.random.PRNGKey(0) if key is None else key
-    return jax.jit(run)(problem, hp, key)
+    return _compiled(method, cfg, kind, settings)(problem, hp, key)
+
+
+# Compiled solvers, so that repeated calls (figures, tests) compile once. Methods are not
+# hashable (their hparams are dicts): keyed by identity, and the entry holds the method so
+# that its id cannot be reused while cached.
+_CACHE: dict[tuple, tuple[Method, Any]] = {}
+_CACHE_SIZE = 128
+
+
+def _compiled(method: Method, cfg: StaticConfig, kind: ProblemKind, settings: dict):
+    key = (id(method), cfg, kind, jnp.dtype(float_dtype()).name, tuple(sorted(settings.items())))
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] is method:
+        return hit[1]
+
+    def run(p, h, k):
+        return solve_fixed_point(method, p, h, cfg, kind, key=k, **settings)
+
+    fn = jax.jit(run)
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.clear()
+    _CACHE[key] = (method, fn)
+    return fn

@@ -1,0 +1,289 @@
+"""Population fixed points (copg_jax.fixed_point).
+
+* Methods that target π* (CoPG, IS-PG, RLOO, MDPO, mirror descent, MMD, DPO) have π* as
+  their fixed point on the paper bandit (β = 0.5) and on random bandits, to 1e-8 regret
+  in float64.
+* The biased methods (naive PG, PG with value baseline, IPO) have a finite fixed point
+  that is not π*, where their expected direction vanishes (checked by evaluating
+  ``expected`` there independently); IPO's is cross-checked against an independent
+  weighted least-squares solution of the population IPO loss in numpy.
+* Fixed points at infinity are reported as ``converged=False``; logits of any shape
+  ([H, S, A]) work; float32 and float64; validation.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from copg_jax import train
+from copg_jax.algos.base import Method, StaticConfig
+from copg_jax.algos.registry import get_method
+from copg_jax.envs.bandit import paper_bandit, random_bandit
+from copg_jax.exact import bandit as eb
+from copg_jax.fixed_point import FixedPoint, fixed_point, solve_fixed_point
+from copg_jax.kinds.base import ProblemKind
+
+BETA = 0.5
+PI_STAR = np.array([0.7054, 0.2595, 0.0351])  # SPEC §5 (4 decimals)
+
+
+@pytest.fixture(autouse=True)
+def _x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def regret(problem, probs, beta=BETA) -> float:
+    return float(eb.regret(problem, probs, beta))
+
+
+TARGETS_PI_STAR = [
+    ("copg", {}),
+    ("copg", {"num_samples": 4}),
+    ("is_pg", {}),
+    ("is_pg", {"baseline": "none"}),
+    ("is_pg_self_normalized", {}),
+    ("rloo", {}),
+    ("mdpo", {}),
+    ("md", {}),
+    ("md_proximal", {}),
+    ("mmd", {}),
+    ("dpo", {}),
+]
+
+
+@pytest.mark.parametrize(
+    "name,cfg_kw",
+    TARGETS_PI_STAR,
+    ids=[f"{n}-{'-'.join(map(str, c.values()))}" for n, c in TARGETS_PI_STAR],
+)
+def test_fixed_point_is_pi_star_on_the_paper_bandit(name, cfg_kw):
+    problem = paper_bandit()
+    fp = fixed_point(name, problem, {"beta": BETA}, StaticConfig(mode="exact", **cfg_kw))
+    assert isinstance(fp, FixedPoint)
+    assert bool(fp.converged), fp
+    assert fp.logits.dtype == jnp.float64 and fp.probs.shape == (3,)
+    assert regret(problem, fp.probs) < 1e-8
+    np.testing.assert_allclose(fp.probs, eb.optimal_policy(problem, BETA), atol=1e-7)
+    np.testing.assert_allclose(fp.probs, PI_STAR, atol=1e-4)
+    np.testing.assert_allclose(jnp.exp(fp.logits), fp.probs, rtol=1e-12)  # normalized
+    assert float(fp.residual) < 1e-9
+
+
+@pytest.mark.parametrize("name", ["copg", "is_pg", "rloo", "mdpo", "md", "mmd", "dpo"])
+def test_fixed_point_is_pi_star_on_random_bandits(name):
+    method = get_method(name)
+    cfg = StaticConfig(mode="exact")
+    hp = train.to_hparams(method, {"beta": BETA})
+    keys = jax.random.split(jax.random.PRNGKey(5), 3)
+    problems = jax.vmap(lambda k: random_bandit(k, 5))(keys)
+    fps = jax.jit(jax.vmap(lambda p: solve_fixed_point(method, p, hp, cfg)))(problems)
+    assert np.all(np.asarray(fps.converged))
+    for i in range(3):
+        p = jax.tree_util.tree_map(lambda a, i=i: a[i], problems)
+        assert regret(p, fps.probs[i]) < 1e-8
+    # vmapped core = the validated single call
+    single = fixed_point(name, jax.tree_util.tree_map(lambda a: a[0], problems), {"beta": BETA})
+    np.testing.assert_allclose(single.probs, fps.probs[0], atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["pg", "pg_value_baseline", "ipo"])
+def test_biased_methods_have_their_own_fixed_point(name):
+    problem = paper_bandit()
+    method = get_method(name)
+    cfg = StaticConfig(mode="exact")
+    hp = train.to_hparams(method, {"beta": BETA})
+    fp = fixed_point(method, problem, hp, cfg)
+    assert bool(fp.converged), fp
+    assert float(fp.residual) < 1e-12
+    # The direction vanishes there, evaluated independently of the solver ...
+    g = method.expected(fp.logits, problem, hp, None, cfg)
+    assert float(jnp.max(jnp.abs(g))) < 1e-12
+    # ... at a point that is not π*.
+    assert regret(problem, fp.probs) > 1e-2
+    assert float(jnp.max(jnp.abs(fp.probs - eb.optimal_policy(problem, BETA)))) > 0.05
+    # Non-degenerate: nearby points have a non-zero direction (an isolated zero).
+    g_near = method.expected(fp.logits + jnp.asarray([1e-3, 0.0, 0.0]), problem, hp, None, cfg)
+    assert float(jnp.linalg.norm(g_near)) > 1e-6
+
+
+def ipo_population_solution(problem, beta):
+    """Minimizes Σ_{y,y'} μ1(y) μ2(y') [σ(R(y) − R(y')) (h(y) − h(y') − 1/(2β))²
+    + (1 − σ(R(y) − R(y'))) (h(y') − h(y) − 1/(2β))²] over h ∈ R^K by weighted linear
+    least squares (numpy). The loss only sees differences of h, so h = ln π − ln π_ref is
+    recovered up to a constant, and π = softmax(h + ln π_ref)."""
+    r = np.asarray(problem.rewards)
+    mu1, mu2 = np.asarray(problem.mu1), np.asarray(problem.mu2)
+    k = r.size
+    c = 1.0 / (2.0 * beta)
+    rows, rhs = [], []
+    for y in range(k):
+        for yp in range(k):
+            if y == yp:
+                continue  # residual −c whatever h: a constant
+            s = 1.0 / (1.0 + np.exp(-(r[y] - r[yp])))
+            d = np.zeros(k)
+            d[y], d[yp] = 1.0, -1.0
+            for w, sign in ((mu1[y] * mu2[yp] * s, 1.0), (mu1[y] * mu2[yp] * (1 - s), -1.0)):
+                rows.append(np.sqrt(w) * sign * d)
+                rhs.append(np.sqrt(w) * c)
+    h = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)[0]
+    logits = h + np.log(np.asarray(problem.ref_probs))
+    p = np.exp(logits - logits.max())
+    return p / p.sum()
+
+
+@pytest.mark.parametrize("seed", [None, 0, 1, 2])
+def test_ipo_fixed_point_matches_least_squares_solution(seed):
+    problem = paper_bandit() if seed is None else random_bandit(jax.random.PRNGKey(seed), 4)
+    for beta in (0.1, 0.5, 2.0):
+        fp = fixed_point("ipo", problem, {"beta": beta})
+        assert bool(fp.converged)
+        np.testing.assert_allclose(
+            fp.probs, ipo_population_solution(problem, beta), atol=1e-10, err_msg=f"beta={beta}"
+        )
+
+
+def test_paper_bandit_fixed_point_values():
+    """The biased fixed points on the paper bandit (values recorded for the figures; the
+    regret of PG without baseline exceeds the uniform policy's, the paper's 'increasing
+    regret')."""
+    problem = paper_bandit()
+    reg = {
+        n: regret(problem, fixed_point(n, problem, {"beta": BETA}).probs)
+        for n in ("pg", "pg_value_baseline", "ipo")
+    }
+    uniform = regret(problem, problem.ref_probs)
+    np.testing.assert_allclose(uniform, 0.2919, atol=1e-4)
+    assert reg["pg"] > uniform
+    assert 0.05 < reg["ipo"] < uniform
+    assert 0.0 < reg["pg_value_baseline"] < 0.05
+
+
+# ---------------------------------------------------------------------------------------
+# Fixed points at infinity
+
+
+def greedy_method() -> Method:
+    """Unregularized PG: ``π ∘ (R − π·R)`` vanishes only at the simplex vertices, so the
+    ascent runs to the argmax vertex: a fixed point at infinity."""
+
+    def expected(logits, problem, hp, aux, cfg):
+        probs = jax.nn.softmax(logits)
+        return probs * (problem.rewards - probs @ problem.rewards)
+
+    return Method("greedy_test", "bandit", {"beta": 0.5}, "test", expected=expected)
+
+
+def test_fixed_point_at_infinity_is_not_reported_as_converged():
+    problem = paper_bandit()
+    fp = fixed_point(greedy_method(), problem, {"beta": BETA})
+    assert not bool(fp.converged)
+    assert float(fp.probs[0]) > 0.99  # it did run towards the argmax vertex
+    # Plain Newton from π_ref (no warm start) on RLOO can also slide towards a vertex,
+    # where π ∘ (...) vanishes: flagged by Newton's distance estimate, never accepted.
+    for ws in (0, 50, 5000):
+        fp = fixed_point("rloo", problem, {"beta": BETA}, warm_steps=ws)
+        if bool(fp.converged):
+            assert regret(problem, fp.probs) < 1e-8
+        else:
+            assert regret(problem, fp.probs) > 1e-3
+
+
+def test_closed_form_fixed_point_at_infinity():
+    """MMD with a moving magnet (magnet ← π) loses its regularization: the iteration runs to
+    the greedy vertex, the change per step does not vanish, and ``max_iters`` is hit."""
+    fp = fixed_point("mmd", paper_bandit(), {"beta": BETA, "magnet_lr": 0.5}, max_iters=2000)
+    assert not bool(fp.converged)
+    assert int(fp.iterations) == 2000
+    assert float(fp.probs[0]) > 1 - 1e-6
+
+
+# ---------------------------------------------------------------------------------------
+# Generic logits shapes, dtypes, validation
+
+
+def tensor_kind(shape) -> ProblemKind:
+    """A stand-in problem kind with ``[H, S, A]`` logits (the MDP layout)."""
+    return ProblemKind(
+        name="mdp",
+        reg_name="beta",
+        init_logits=lambda p: jnp.zeros(shape),
+        target=lambda p, hp: None,
+        metrics=lambda *a: {},
+        behaviour_sample=lambda *a: {},
+        metric_names=(),
+    )
+
+
+def test_tensor_logits_gradient_and_closed_form():
+    shape = (2, 3, 4)
+    target = jnp.asarray(np.random.default_rng(0).normal(size=shape))
+    problem = {"target": target}
+    want = jax.nn.softmax(target, axis=-1)
+
+    def expected(logits, problem, hp, aux, cfg):
+        # Per-row ∇ of −KL(π ‖ softmax(target)): zero exactly at the target rows.
+        probs, logp = jax.nn.softmax(logits, -1), jax.nn.log_softmax(logits, -1)
+        f = jax.nn.log_softmax(problem["target"], -1) - logp
+        return probs * (f - jnp.sum(probs * f, -1, keepdims=True))
+
+    def step(logits, aux, problem, hp, t, cfg):
+        return 0.5 * (logits + problem["target"]), aux
+
+    kind = tensor_kind(shape)
+    grad_m = Method("tensor_grad", "mdp", {"beta": 0.5}, "test", expected=expected)
+    fp = fixed_point(grad_m, problem, {"beta": BETA}, problem_kind=kind)
+    assert bool(fp.converged) and fp.logits.shape == shape
+    np.testing.assert_allclose(fp.probs, want, atol=1e-10)
+    np.testing.assert_allclose(jnp.sum(jnp.exp(fp.logits), -1), 1.0, atol=1e-12)
+
+    closed_m = Method("tensor_step", "mdp", {"beta": 0.5}, "test", exact_step=step)
+    fp = fixed_point(closed_m, problem, {"beta": BETA}, problem_kind=kind)
+    assert bool(fp.converged) and fp.logits.shape == shape
+    np.testing.assert_allclose(fp.probs, want, atol=1e-9)
+    assert float(fp.residual) <= 1e-10
+
+
+def test_float32_when_x64_is_off():
+    with jax.enable_x64(False):
+        problem = paper_bandit()
+        for name in ("copg", "ipo", "md"):
+            fp = fixed_point(name, problem, {"beta": BETA})
+            assert fp.logits.dtype == jnp.float32
+            assert bool(fp.converged), (name, fp)
+        fp = fixed_point("copg", problem, {"beta": BETA})
+        np.testing.assert_allclose(fp.probs, eb.optimal_policy(problem, BETA), atol=1e-5)
+
+
+def test_validation():
+    problem = paper_bandit()
+    with pytest.raises(ValueError, match=r"^method: unknown method"):
+        fixed_point("nope", problem, {"beta": BETA})
+    with pytest.raises(ValueError, match=r"^beta:"):
+        fixed_point("copg", problem, {"beta": 0.0})
+    with pytest.raises(ValueError, match=r"^hparams: unknown hyperparameter"):
+        fixed_point("copg", problem, {"betta": 0.5})
+    with pytest.raises(ValueError, match=r"^num_samples:"):
+        fixed_point("ipo", problem, {"beta": BETA}, StaticConfig(num_samples=3))
+    with pytest.raises(ValueError, match=r"^tol:"):
+        fixed_point("copg", problem, {"beta": BETA}, tol=0.0)
+    with pytest.raises(ValueError, match=r"^problem_kind:"):
+        fixed_point(get_method("copg"), problem, {"beta": BETA}, problem_kind=tensor_kind((3,)))
+    # A sampled-mode cfg is accepted: the exact functions are used regardless.
+    fp = fixed_point("md", problem, {"beta": BETA}, StaticConfig(mode="sampled"))
+    assert bool(fp.converged)
+
+
+def test_ppo_clip_is_stuck_at_the_reference_on_the_paper_bandit():
+    """Every ratio π_ref/μ is on the zero-gradient side of the clip (0.37–0.48 for the worst
+    arm with a negative advantage, 1.67–6.67 for the others with positive ones): the exact
+    direction vanishes on a neighbourhood of π_ref, so π_ref is the population fixed point
+    and the sampled run (noise-free rewards) never moves either."""
+    problem = paper_bandit()
+    fp = fixed_point("ppo_clip", problem, {"beta": BETA})
+    assert bool(fp.converged) and float(fp.residual) == 0.0
+    np.testing.assert_allclose(fp.probs, problem.ref_probs, atol=1e-12)
