@@ -240,6 +240,8 @@ def run_methods(
 
         return jax.vmap(one)(problem, hps, gstate, targets)
 
+    # Every output has the runs axis first; pinning its sharding keeps the chunk program's
+    # inputs (init outputs, chunk outputs, restored checkpoints) sharded alike.
     _, sharded, _ = _mesh()
     t_compile = t_run = 0.0
     metrics_out: dict[str, dict[str, np.ndarray]] | None = None
@@ -263,7 +265,7 @@ def run_methods(
         keys = _shard(keys_all[rows], sharded)
         if init_c is None:
             t0 = time.perf_counter()
-            init_c = jax.jit(init_fn).lower(problem, hps, keys).compile()
+            init_c = jax.jit(init_fn, out_shardings=sharded).lower(problem, hps, keys).compile()
             t_compile += time.perf_counter() - t0
         t0 = time.perf_counter()
         gstate, targets, m0 = init_c(problem, hps, keys)
@@ -282,7 +284,7 @@ def run_methods(
                     metrics_out[mn][k][rows, 0] = np.asarray(v)
         if chunk_c is None:
             t0 = time.perf_counter()
-            chunk_c = jax.jit(chunk_fn).lower(problem, hps, gstate, targets,
+            chunk_c = jax.jit(chunk_fn, out_shardings=sharded).lower(problem, hps, gstate, targets,
                                               jnp.int32(0)).compile()
             t_compile += time.perf_counter() - t0
         prog = _Progress(f"runs {rows.start}-{min(rows.stop, n)} of {n}", cfg.num_steps,
@@ -384,6 +386,8 @@ def sweep(
                 mean, lo, hi = ci95(v[gi, :, :, -1])
                 stats[f"final_{k}_mean"] = mean
                 stats[f"final_{k}_ci95"] = [lo, hi]
+                if v.shape[1] > 1:  # several problem instances: their seed means
+                    stats[f"final_{k}_by_instance"] = np.mean(v[gi, :, :, -1], axis=1).tolist()
             if method_summary is not None:
                 stats.update(method_summary(m.name, hp))
             entry["methods"][m.name] = stats

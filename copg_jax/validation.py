@@ -49,9 +49,9 @@ def check_finite(name: str, x) -> None:
         return
     arr = as_float_array(name, x)
     if not np.all(np.isfinite(arr)):
-        bad = np.argwhere(~np.isfinite(arr))[0]
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
         raise ValueError(
-            f"{name}: entries must be finite, got {arr[tuple(bad)]} at index {tuple(bad)}"
+            f"{name}: entries must be finite, got {arr[bad]} at index {bad}"
             f" in {_fmt(arr)}"
         )
 
@@ -78,7 +78,7 @@ def check_probabilities(name: str, p, axis: int = -1, atol: float = PROB_ATOL) -
     if arr.ndim == 0:
         raise ValueError(f"{name}: must be a probability vector, got scalar {arr.item()}")
     if np.any(arr < 0):
-        idx = tuple(np.argwhere(arr < 0)[0])
+        idx = tuple(int(i) for i in np.argwhere(arr < 0)[0])
         raise ValueError(f"{name}: probabilities must be >= 0, got {arr[idx]} at index {idx}")
     sums = arr.sum(axis=axis)
     if np.any(np.abs(sums - 1.0) > atol):

@@ -6,6 +6,7 @@ hyperparameters accept comma-separated lists; the sweep runs their product.
 
 from __future__ import annotations
 
+import logging
 import sys
 import traceback
 from collections.abc import Callable
@@ -74,8 +75,14 @@ def run(main: Callable[[list[str]], None]) -> None:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
 
-    try:
-        app.run(wrapped)
-    except flags.Error as e:  # pragma: no cover - absl reports flag errors itself
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    def parse(argv):
+        # absl's default parser prints usage and exits 1 on a malformed flag value.
+        try:
+            return FLAGS(argv)
+        except flags.Error as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    # absl routes INFO records to stderr; keep jax's backend-probing notes out of it.
+    logging.getLogger("jax").setLevel(logging.WARNING)
+    app.run(wrapped, flags_parser=parse)

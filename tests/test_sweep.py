@@ -1,0 +1,307 @@
+"""Sweeps (copg_jax.sweep) and results folders (copg_jax.results).
+
+* The grid size never causes recompilation (``TRACE_COUNTS``).
+* A vmapped sweep equals a Python loop over ``train.train`` runs with the sweep's keys,
+  seed by seed, for copg, ipo, rloo (sampled) and md (exact-only, run in exact mode).
+* Methods trained side by side equal each method swept alone.
+* 1 device and 8 simulated host devices give identical curves (subprocesses, since
+  ``XLA_FLAGS`` must be set before jax is imported), with padding of the runs axis.
+* A CLI run killed with SIGKILL and resumed with ``--resume`` gives the same curves as an
+  uninterrupted run; no temporary or half-written file is left behind.
+* A folder holding another config is refused unless ``overwrite``; summary/curves shapes.
+
+Small configs throughout, default float32 like the experiments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from copg_jax import results as rs
+from copg_jax import sweep as sw
+from copg_jax import train
+from copg_jax.algos.base import StaticConfig
+from copg_jax.algos.registry import get_method
+from copg_jax.envs.bandit import make_bandit, paper_bandit
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG = StaticConfig(num_steps=40, log_every=10, batch_size=64, dataset_size=512)
+METHODS = ("copg", "ipo", "rloo", "md")
+
+
+def problems():
+    """Two instances of the same size (the paper bandit and a variant)."""
+    return [paper_bandit(),
+            make_bandit([1.0, 3.0, 2.0], None, [0.3, 0.3, 0.4], [0.6, 0.2, 0.2])]
+
+
+def spec_for(methods=METHODS, grid=None, num_seeds=2, **kw) -> sw.SweepSpec:
+    return sw.SweepSpec(
+        experiment="test_sweep",
+        problem_kind="bandit",
+        methods=list(methods),
+        grid=grid if grid is not None else {"lr": [1e-2, 5e-2]},
+        num_seeds=num_seeds,
+        cfg=CFG,
+        seed=kw.pop("seed", 3),
+        logs_per_chunk=kw.pop("logs_per_chunk", 2),
+        **kw,
+    )
+
+
+def metric_curves(curves: dict, method: str) -> dict[str, np.ndarray]:
+    pre = f"{method}/"
+    return {k[len(pre):]: v for k, v in curves.items() if k.startswith(pre)}
+
+
+def assert_same(a: dict, b: dict, rtol=1e-5, atol=1e-6) -> bool:
+    """allclose on every array of two dicts with the same keys; returns bitwise equality."""
+    assert sorted(a) == sorted(b)
+    bitwise = True
+    for k in a:
+        x, y = np.asarray(a[k]), np.asarray(b[k])
+        assert x.shape == y.shape, k
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=k)
+        bitwise &= bool(np.array_equal(x, y))
+    return bitwise
+
+
+@pytest.fixture(scope="module")
+def side_by_side(tmp_path_factory):
+    """All four methods in one sweep over 2 grid points x 2 instances x 2 seeds."""
+    out = tmp_path_factory.mktemp("side_by_side")
+    spec = spec_for()
+    return spec, sw.sweep(spec, problems(), out, progress=False)
+
+
+# ---------------------------------------------------------------------------------------
+# compilation
+
+
+def test_grid_size_does_not_recompile():
+    counts = []
+    for lrs in ([1e-2], list(np.geomspace(1e-3, 1e-1, 16))):
+        sw.TRACE_COUNTS.clear()
+        spec = spec_for(methods=("copg",), grid={"lr": lrs}, num_seeds=2)
+        res = sw.sweep(spec, paper_bandit(), progress=False)
+        assert res.curves["copg/regret"].shape == (len(lrs), 1, 2, CFG.num_steps // 10 + 1)
+        counts.append(dict(sw.TRACE_COUNTS))
+    assert counts[0] == counts[1]
+    assert counts[0] == {("copg", "init"): 1, ("copg", "chunk"): 1}
+
+
+# ---------------------------------------------------------------------------------------
+# equivalences
+
+
+def test_sweep_equals_loop_of_single_runs(side_by_side):
+    """Every (grid point, instance, seed) of the sweep against its own unbatched run.
+
+    ``train.train`` re-jits on every call (seconds each), so the loop uses one jitted
+    ``train.run_single`` per method (what ``train.train`` runs) and ``train.train`` itself
+    checks one run per method."""
+    spec, res = side_by_side
+    probs = problems()
+    base = jax.random.PRNGKey(spec.seed)
+    bitwise = {}
+    for name in METHODS:
+        m = get_method(name, "bandit")
+        cfg = CFG if m.has_sampled_mode else CFG.replace(mode="exact")
+        assert res.summary["grid"][0]["methods"][name]["mode"] == cfg.mode
+        curves = metric_curves(res.curves, name)
+        single = jax.jit(lambda p, h, k, m=m, cfg=cfg: train.run_single(m, p, h, cfg, k))
+        same = True
+        for gi, point in enumerate(spec.grid_points()):
+            hp = m.resolve_hparams({**spec.hparams, **point})
+            for i, problem in enumerate(probs):
+                for s in range(spec.num_seeds):
+                    key = jax.random.fold_in(jax.random.fold_in(base, i), s)
+                    got = {k: v[gi, i, s] for k, v in curves.items()}
+                    run = single(problem, train.to_hparams(m, hp), key)
+                    same &= assert_same(got, jax.device_get(run.metrics))
+                    if (gi, i, s) == (1, 1, 1):
+                        run = train.train(name, problem, hp, cfg, seed=key)
+                        same &= assert_same(got, jax.device_get(run.metrics))
+        bitwise[name] = same
+    print("sweep vs single runs, bitwise equal:", bitwise)
+
+
+def test_side_by_side_equals_methods_alone(side_by_side):
+    spec, res = side_by_side
+    bitwise = {}
+    for name in METHODS:
+        alone = sw.sweep(spec_for(methods=(name,)), problems(), progress=False)
+        bitwise[name] = assert_same(metric_curves(res.curves, name),
+                                    metric_curves(alone.curves, name))
+    print("side by side vs alone, bitwise equal:", bitwise)
+
+
+DEVICE_SCRIPT = textwrap.dedent("""
+    import sys
+    import jax
+    import numpy as np
+    from copg_jax import sweep as sw
+    from copg_jax.algos.base import StaticConfig
+    from copg_jax.envs.bandit import paper_bandit
+
+    n_dev, out = int(sys.argv[1]), sys.argv[2]
+    assert jax.device_count() == n_dev, jax.devices()
+    cfg = StaticConfig(num_steps=40, log_every=10, batch_size=64, dataset_size=512)
+    # 2 x 5 = 10 runs: one program of 10 runs on 1 device, padded to 16 on 8 devices.
+    spec = sw.SweepSpec("devices", "bandit", ["copg", "rloo", "md"], {"lr": [1e-2, 5e-2]},
+                        5, cfg, seed=1, logs_per_chunk=2)
+    arrays = sw.sweep(spec, paper_bandit(), progress=False).curves
+    np.savez(out, **arrays)
+""")
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", **extra)
+    return env
+
+
+def test_one_device_equals_eight_devices(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(DEVICE_SCRIPT)
+    procs = {}
+    for n in (1, 8):
+        env = _env(XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+        procs[n] = subprocess.Popen([sys.executable, str(script), str(n),
+                                     str(tmp_path / f"curves{n}.npz")],
+                                    cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+    for n, p in procs.items():
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, f"{n} devices:\n{err[-3000:]}"
+    one = rs.read_npz(tmp_path / "curves1.npz")
+    eight = rs.read_npz(tmp_path / "curves8.npz")
+    bitwise = assert_same(one, eight)
+    # Bitwise: the same per-run arithmetic whatever the sharding. (With max_parallel
+    # slices of different per-device sizes, XLA may vectorize rloo differently: last-ulp
+    # differences, ~2e-7, were seen; hence no max_parallel here.)
+    assert bitwise
+
+
+# ---------------------------------------------------------------------------------------
+# kill and resume
+
+
+CLI_ARGS = ["--seeds", "8", "--epochs", "100", "--num_pairs", "1024", "--batch_size",
+            "128", "--methods", "copg,rloo", "--noprogress"]
+
+
+def _cli(out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.copg_bandit", "--out", str(out), *CLI_ARGS,
+         *extra],
+        cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _tmp_files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob(".*.tmp"))
+
+
+def test_kill_and_resume_gives_identical_curves(tmp_path):
+    ref_dir, run_dir = tmp_path / "reference", tmp_path / "killed"
+    ref = _cli(ref_dir)
+    proc = _cli(run_dir)
+    ckpt = run_dir / rs.CHECKPOINT / "group.npz"
+    deadline = time.monotonic() + 240
+    while not ckpt.exists():
+        assert proc.poll() is None, f"finished before a checkpoint:\n{proc.stderr.read()}"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    # Killed mid-sweep: a checkpoint, no final results yet.
+    assert ckpt.exists()
+    assert not (run_dir / rs.CURVES).exists() and not (run_dir / rs.SUMMARY).exists()
+    # Nothing under a final name is half-written.
+    for path in run_dir.rglob("*"):
+        if path.name.startswith("."):
+            continue
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".npz":
+            saved = rs.read_npz(path)
+            assert "slice" in saved and "chunk" in saved
+            assert (int(saved["slice"]), int(saved["chunk"])) != (0, 0)
+
+    resumed = _cli(run_dir, "--resume")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-3000:]
+    _, err = ref.communicate(timeout=300)
+    assert ref.returncode == 0, err[-3000:]
+
+    a, b = rs.read_npz(ref_dir / rs.CURVES), rs.read_npz(run_dir / rs.CURVES)
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert not _tmp_files(run_dir) and not _tmp_files(ref_dir)
+    assert not (run_dir / rs.CHECKPOINT).exists()
+    for path in (run_dir / rs.SUMMARY, run_dir / rs.CONFIG):
+        json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------------------------------
+# results folders
+
+
+def test_folder_with_other_config_is_refused(tmp_path):
+    spec_a = spec_for(methods=("copg",), grid={"lr": [1e-2]}, num_seeds=1)
+    spec_b = spec_for(methods=("copg",), grid={"lr": [2e-2]}, num_seeds=1)
+    sw.sweep(spec_a, paper_bandit(), tmp_path, progress=False)
+    fp_a = rs.read_json(tmp_path / rs.CONFIG)["fingerprint"]
+    with pytest.raises(ValueError, match="--overwrite"):
+        sw.sweep(spec_b, paper_bandit(), tmp_path, progress=False)
+    assert rs.read_json(tmp_path / rs.CONFIG)["fingerprint"] == fp_a  # untouched
+    res_b = sw.sweep(spec_b, paper_bandit(), tmp_path, overwrite=True, progress=False)
+    cfg = rs.read_json(tmp_path / rs.CONFIG)
+    assert cfg["fingerprint"] != fp_a and cfg["config"]["grid"] == {"lr": [2e-2]}
+    # The same config again is allowed (and reproduces the curves).
+    again = sw.sweep(spec_b, paper_bandit(), tmp_path, progress=False)
+    assert rs.read_json(tmp_path / rs.CONFIG)["fingerprint"] == cfg["fingerprint"]
+    for k, v in res_b.curves.items():
+        np.testing.assert_array_equal(v, again.curves[k], err_msg=k)
+    assert not _tmp_files(tmp_path)
+
+
+def test_summary_and_curves_shape(side_by_side):
+    spec, res = side_by_side
+    summary, curves = rs.load_results(res.out)
+    assert {"experiment", "version", "config", "grid", "timing"} <= set(summary)
+    assert summary["experiment"] == "test_sweep"
+    assert summary["config"]["grid"] == {"lr": [1e-2, 5e-2]}
+    assert summary["config"]["num_seeds"] == 2
+    assert isinstance(summary["grid"], list) and len(summary["grid"]) == 2
+    for entry, point in zip(summary["grid"], spec.grid_points(), strict=True):
+        assert set(entry) == {"hparams", "methods"}
+        assert entry["hparams"] == point
+        assert list(entry["methods"]) == list(METHODS)
+        for stats in entry["methods"].values():
+            lo, hi = stats["final_regret_ci95"]
+            assert lo <= stats["final_regret_mean"] <= hi
+    assert {"compile_s", "run_s"} <= set(summary["timing"])
+    assert all(summary["timing"][k] >= 0 for k in ("compile_s", "run_s"))
+    num_logs = CFG.num_steps // CFG.log_every + 1
+    np.testing.assert_array_equal(curves["steps"], np.arange(0, CFG.num_steps + 1, 10))
+    for name in METHODS:
+        for metric in ("regret", "expected_reward", "kl_to_ref"):
+            assert curves[f"{name}/{metric}"].shape == (2, 2, 2, num_logs)  # G, I, S, L
+            assert np.all(np.isfinite(curves[f"{name}/{metric}"]))
+    assert sorted(curves) == sorted(res.curves)
+    assert not _tmp_files(res.out) and not (res.out / rs.CHECKPOINT).exists()
