@@ -68,21 +68,22 @@ def _check_matrix(name: str, P) -> np.ndarray:
         idx = tuple(int(i) for i in np.argwhere((arr < 0) | (arr > 1))[0])
         raise ValueError(
             f"{name}: entries are probabilities P(y ≻ y') and must lie in [0, 1], got "
-            f"{arr[idx]!r} at index {idx} in {v._fmt(arr)}"
+            f"{float(arr[idx]):.9g} at index {idx} in {v._fmt(arr)}"
         )
     diag_err = np.abs(np.diag(arr) - 0.5)
     if np.any(diag_err > SKEW_ATOL):
         i = int(np.argmax(diag_err))
         raise ValueError(
             f"{name}: the diagonal must be 1/2 (an action ties with itself), got "
-            f"{name}[{i}, {i}] = {arr[i, i]!r} in {v._fmt(arr)}"
+            f"{name}[{i}, {i}] = {float(arr[i, i]):.9g} in {v._fmt(arr)}"
         )
     skew_err = np.abs(arr + arr.T - 1.0)
     if np.any(skew_err > SKEW_ATOL):
         i, j = (int(t) for t in np.unravel_index(np.argmax(skew_err), skew_err.shape))
         raise ValueError(
             f"{name}: must satisfy P + Pᵀ = 1 within {SKEW_ATOL:g}; worst pair ({i}, {j}): "
-            f"{name}[{i}, {j}] + {name}[{j}, {i}] = {arr[i, j] + arr[j, i]!r} in {v._fmt(arr)}"
+            f"{name}[{i}, {j}] + {name}[{j}, {i}] = {float(arr[i, j] + arr[j, i]):.9g} in "
+            f"{v._fmt(arr)}"
         )
     return arr
 
@@ -95,7 +96,7 @@ def _check_ref(name: str, ref, k: int) -> None:
         idx = int(np.argwhere(arr <= 0)[0][0])
         raise ValueError(
             f"{name}: the reference policy must have full support (ln μ and KL(π‖μ) are "
-            f"infinite otherwise), got {arr[idx]!r} at index {idx} in {v._fmt(arr)}"
+            f"infinite otherwise), got {float(arr[idx]):.9g} at index {idx} in {v._fmt(arr)}"
         )
 
 
