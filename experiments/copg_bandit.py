@@ -51,6 +51,8 @@ flags.DEFINE_integer("batch_size", 512, "Pairs per minibatch.")
 flags.DEFINE_integer("epochs", 100, "Passes over the offline dataset.")
 flags.DEFINE_integer("num_pairs", 10_000, "Size of the offline dataset.")
 flags.DEFINE_integer("steps", None, "Number of updates (default epochs × ⌊pairs/batch⌋).")
+flags.DEFINE_string("mu_mix", None, "Data sweep: comma list of λ; one problem instance per λ "
+                    "with μ_i ← (1 − λ) μ_i + λ δ_worst (mass moved to the worst arm).")
 FLAGS = flags.FLAGS
 
 
@@ -104,17 +106,32 @@ def build(argv=None):
         seed=FLAGS.seed,
         max_parallel=FLAGS.max_parallel,
     )
+    problems = [problem]
+    mixes = None
+    if FLAGS.mu_mix is not None:
+        mixes = common.parse_floats("mu_mix", FLAGS.mu_mix)
+        if any(not 0 <= x < 1 for x in mixes):
+            raise ValueError(f"--mu_mix: values must lie in [0, 1), got {FLAGS.mu_mix!r}")
+        worst = np.eye(k)[int(np.argmin(rewards))]
+        problems = [
+            bandit_env.make_bandit(
+                rewards, vec["ref"],
+                (1 - lam) * np.asarray(problem.mu1, np.float64) + lam * worst,
+                (1 - lam) * np.asarray(problem.mu2, np.float64) + lam * worst)
+            for lam in mixes
+        ]
     extra = {
+        "mu_mix": mixes,
         "rewards": rewards,
         "mu1": np.asarray(problem.mu1).tolist(),
         "mu2": np.asarray(problem.mu2).tolist(),
         "ref_probs": np.asarray(problem.ref_probs).tolist(),
         "epochs": epochs,
     }
-    return spec, problem, extra
+    return spec, problems, extra
 
 
-def fixed_point_summary(problem, cfg: StaticConfig):
+def fixed_point_summary(problems, cfg: StaticConfig):
     """``(method, hparams) -> {fixed_point, fixed_point_regret, fixed_point_converged}``,
     solved in float64 for each method's exact (expected) update."""
     from copg_jax.fixed_point import fixed_point
@@ -122,7 +139,13 @@ def fixed_point_summary(problem, cfg: StaticConfig):
     cache: dict = {}
 
     def summarize(name: str, hp: dict) -> dict:
-        key = (name, tuple(sorted(hp.items())))
+        per = [one(problem, name, hp) for problem in problems]
+        if len(per) == 1:
+            return per[0]
+        return {f"{k}_by_instance": [p[k] for p in per] for k in per[0]}
+
+    def one(problem, name: str, hp: dict) -> dict:
+        key = (id(problem), name, tuple(sorted(hp.items())))
         if key not in cache:
             with jax.enable_x64(True):
                 p64 = bandit_env.make_bandit(
@@ -145,7 +168,8 @@ def fixed_point_summary(problem, cfg: StaticConfig):
     return summarize
 
 
-def make_figures(result, problem) -> None:
+def make_figures(result, problems) -> None:
+    problem = problems[0]
     summary, curves = result.summary, result.curves
     steps = curves["steps"]
     grid = summary["grid"]
@@ -175,6 +199,23 @@ def make_figures(result, problem) -> None:
         axes[1].legend(fontsize=8, ncol=2, loc="lower left")
         name = "regret.png" if len(grid) == 1 else f"regret_{gi}.png"
         plotting.save(fig, out / name)
+    mixes = summary["config"].get("mu_mix")
+    if mixes:
+        import matplotlib.pyplot as plt
+
+        for gi, entry in enumerate(grid):
+            fig, ax = plt.subplots(figsize=(6, 4.2))
+            finals = {}
+            for m in entry["methods"]:
+                final = curves[f"{m}/regret"][gi, :, :, -1]  # [instance, seed]
+                finals[m] = [plotting.mean_ci(final[i]) for i in range(final.shape[0])]
+            plotting.plot_grid(ax, [1 - x for x in mixes], finals)
+            ax.invert_xaxis()
+            ax.set_xlabel("1 − λ  (mass of μ left off the worst arm)")
+            ax.set_ylabel("final regret")
+            ax.legend(fontsize=7, ncol=2)
+            ax.set_title("final regret as μ concentrates on the worst arm", fontsize=9)
+            plotting.save(fig, out / f"final_regret_vs_mu_mix_{gi}.png")
     betas = summary["config"]["grid"]["beta"]
     if len(betas) > 1:
         import matplotlib.pyplot as plt
@@ -200,8 +241,9 @@ def make_figures(result, problem) -> None:
 
 def main(argv) -> None:
     del argv
-    spec, problem, extra = build()
-    summarize = fixed_point_summary(problem, spec.cfg)
+    spec, problems, extra = build()
+    problem = problems[0]
+    summarize = fixed_point_summary(problems, spec.cfg)
     targets = []
     for point in spec.grid_points():
         b = point["beta"]
@@ -211,7 +253,7 @@ def main(argv) -> None:
             "J_star": float(exact_bandit.optimal_value(problem, b)),
         })
     result = sweep(
-        spec, problem, FLAGS.out, resume=FLAGS.resume, overwrite=FLAGS.overwrite,
+        spec, problems, FLAGS.out, resume=FLAGS.resume, overwrite=FLAGS.overwrite,
         progress=FLAGS.progress, extra_config=extra, method_summary=summarize,
         summary_extra={"pi_star": targets[0]["pi_star"], "J_star": targets[0]["J_star"]},
     )
@@ -220,15 +262,16 @@ def main(argv) -> None:
     from copg_jax import results as rs
 
     rs.write_json(result.out / rs.SUMMARY, result.summary)
-    make_figures(result, problem)
+    make_figures(result, problems)
     t = result.summary["timing"]
     print(f"π* = {np.round(targets[0]['pi_star'], 4).tolist()}  J* = {targets[0]['J_star']:.4f}")
     for entry in result.summary["grid"]:
         print("  " + ", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items()))
         for m, s in entry["methods"].items():
             lo, hi = s["final_regret_ci95"]
-            fp = s.get("fixed_point_regret")
-            fps = "diverges" if fp is None else f"{fp:.4f}"
+            fp = s.get("fixed_point_regret", s.get("fixed_point_regret_by_instance"))
+            fps = ("diverges" if fp is None else f"{fp:.4f}" if isinstance(fp, float)
+                   else str([None if x is None else round(x, 4) for x in fp]))
             print(f"    {m:20s} final regret {s['final_regret_mean']:.4f} "
                   f"[{lo:.4f}, {hi:.4f}]  fixed-point regret {fps}")
     print(f"compile {t['compile_s']:.1f}s  run {t['run_s']:.1f}s  -> {result.out}")
