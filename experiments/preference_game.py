@@ -1,0 +1,338 @@
+r"""EGPO's tabular preference-game experiment (SPEC §3, §6) and variants.
+
+    python -m experiments.preference_game                    # 10 EGPO games, sampled
+    python -m experiments.preference_game --exact --seeds=1 --out results/preference_game_exact
+    python -m experiments.preference_game --game=dice --tau=0.1
+    python -m experiments.preference_game --matrix P.npy --ref_logits logits.npy
+
+Games (``--game``):
+  * ``egpo`` (default): ``--num_games`` random matrices of ``--num_actions`` actions built
+    as in EGPO (strict lower triangle i.i.d. uniform, upper ``1 − Pᵀ``, diagonal ½) with
+    reference ``μ = softmax(z)``, ``z ~ N(0, I)``; game i uses key
+    ``fold_in(PRNGKey(--game_seed), i)``.
+  * ``dice``: Efron-style non-transitive dice (5/9 cycle), uniform μ (π*_τ uniform ∀τ).
+  * ``bt``: Bradley–Terry game ``P = σ(R(y) − R(y'))`` with the CoPG bandit rewards
+    ``--rewards`` (2.5, 2, 1), uniform μ. Its regularized equilibrium ``π*_τ`` is NOT the
+    bandit optimum ``π* ∝ μ exp(R/β)`` with β = τ (the game pays a win probability, not a
+    reward); summary.json reports both (``nash`` and ``pi_star_bandit``).
+  * ``--matrix PATH.npy`` (``[K, K]`` or ``[N, K, K]``) and ``--ref_logits PATH.npy``
+    (``[K]`` or ``[N, K]``; uniform μ if omitted) take a user's own games (override --game).
+
+Methods (SPEC §3): ``nash_md``, ``omd`` (Online IPO 1), ``online_ipo2``, ``nash_md_pg``,
+``egpo``. Sampled mode (default): 100 samples per step (``--batch_size``), plain SGD, the
+sampled regression forms of EGPO for nash_md/omd/egpo. ``--exact``: expected updates
+(closed-form mirror-descent steps with η for nash_md/omd/egpo; gradient ascent with lr on
+the expected direction for online_ipo2/nash_md_pg).
+
+Step sizes (choice, documented): one ``lr``/``eta`` grid is shared by all methods when
+``--lr``/``--eta`` are given; when omitted, each method uses the per-method defaults of
+``DEFAULT_LR``/``DEFAULT_ETA`` below (fixed across τ, as EGPO uses one step size for all
+τ). See results/preference_game/README.md for the measurements behind them.
+
+summary.json: per grid point and method ``final_gap_mean``, ``final_gap_ci95``,
+``final_kl_to_nash_mean`` (and ``_ci95``), ``final_gap_avg_*`` (average iterate) and, with
+several games, ``final_<metric>_by_instance`` (seed means per game); top level ``nash``:
+``{"tau=<τ>": [[π*_τ of game i], ...]}`` (float64), ``games`` (the matrices and reference
+policies), and for ``bt`` also ``pi_star_bandit`` with the same keys.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+
+from copg_jax import plotting
+from copg_jax.algos.base import StaticConfig
+from copg_jax.algos.registry import get_method
+from copg_jax.envs import games as games_env
+from copg_jax.exact import games as exact_games
+from copg_jax.sweep import SweepSpec, sweep, validate
+from experiments import common
+
+ALL_METHODS = "nash_md,omd,online_ipo2,nash_md_pg,egpo"
+GAMES = ("egpo", "dice", "bt")
+
+#: Per-method step sizes used when --lr / --eta are not given (sampled: SGD learning rate
+#: of the method's sampled estimator; exact: lr of the gradient-ascent methods, η of the
+#: closed-form ones). Measured on the default games; see the module doc.
+DEFAULT_LR = {
+    "sampled": {"nash_md": 0.02, "omd": 0.02, "online_ipo2": 0.02, "nash_md_pg": 1.0,
+                "egpo": 0.02},
+    "exact": {"online_ipo2": 0.5, "nash_md_pg": 20.0},
+}
+DEFAULT_ETA = {"nash_md": 1.0, "omd": 1.0, "egpo": 1.0}
+
+common.define_common("results/preference_game", ALL_METHODS, 10)  # --exact: 1 seed
+flags.DEFINE_string("game", "egpo", f"Game family: one of {', '.join(GAMES)}.")
+flags.DEFINE_string("matrix", None, ".npy preference matrix [K,K] or [N,K,K] (overrides "
+                    "--game).")
+flags.DEFINE_string("ref_logits", None, ".npy reference logits [K] or [N,K] (with --matrix; "
+                    "uniform μ if omitted).")
+flags.DEFINE_integer("num_games", 10, "Random EGPO games (--game=egpo).")
+flags.DEFINE_integer("num_actions", 10, "Actions per random EGPO game (--game=egpo).")
+flags.DEFINE_integer("game_seed", 0, "Seed of the random EGPO games.")
+flags.DEFINE_string("rewards", "2.5,2,1", "Rewards of the Bradley–Terry game (--game=bt).")
+flags.DEFINE_string("tau", "0.1,0.01,0.001", "Regularization τ (comma list = grid).")
+flags.DEFINE_string("lr", None, "SGD learning rate (comma list = grid, shared by all "
+                    "methods); default per method (DEFAULT_LR).")
+flags.DEFINE_string("eta", None, "Closed-form step η of nash_md/omd/egpo (comma list = grid); "
+                    "default per method (DEFAULT_ETA). In sampled mode it only sets the "
+                    "Nash-MD mixture π^{1−ητ}μ^{ητ}.")
+flags.DEFINE_float("mix", None, "Nash-MD-PG mixture coefficient β in [0, 1] (default 0.125).")
+flags.DEFINE_integer("steps", 2000, "Number of updates.")
+flags.DEFINE_integer("log_every", None, "Log every this many updates (default: ~100 points).")
+flags.DEFINE_integer("batch_size", 100, "Samples per step in sampled mode.")
+FLAGS = flags.FLAGS
+
+
+def _positive(name: str, values: list[float]) -> list[float]:
+    for x in values:
+        if not np.isfinite(x) or x <= 0:
+            raise ValueError(f"--{name}: values must be finite and > 0, got {x:g}")
+    return values
+
+
+def make_games() -> tuple[str, list[games_env.PreferenceGame], dict]:
+    """Flags -> (game name, list of games, JSON-able description)."""
+    if FLAGS.ref_logits is not None and FLAGS.matrix is None:
+        raise ValueError("--ref_logits: needs --matrix")
+    if FLAGS.matrix is not None:
+        g = games_env.load_game(FLAGS.matrix, FLAGS.ref_logits, matrix_field="--matrix",
+                                ref_field="--ref_logits")
+        if g.P.ndim == 2:
+            games = [g]
+        else:
+            games = [jax.tree_util.tree_map(lambda a, i=i: a[i], g) for i in range(g.P.shape[0])]
+        return "matrix", games, {"matrix": str(FLAGS.matrix),
+                                 "ref_logits": FLAGS.ref_logits and str(FLAGS.ref_logits)}
+    name = FLAGS.game
+    if name not in GAMES:
+        raise ValueError(f"--game: unknown game {name!r}; choose one of {', '.join(GAMES)}")
+    if name == "egpo":
+        n = common.parse_positive_int("num_games", FLAGS.num_games)
+        k = FLAGS.num_actions
+        if k is None or k < 2:
+            raise ValueError(f"--num_actions: must be an integer >= 2, got {k!r}")
+        base = jax.random.PRNGKey(FLAGS.game_seed)
+        games = [games_env.egpo_random(jax.random.fold_in(base, i), k) for i in range(n)]
+        return name, games, {"num_games": n, "num_actions": k, "game_seed": FLAGS.game_seed}
+    if name == "dice":
+        return name, [games_env.nontransitive_dice()], {}
+    rewards = common.parse_vector("rewards", FLAGS.rewards)
+    try:
+        g = games_env.bradley_terry(rewards)
+    except ValueError as e:
+        raise ValueError(f"--{e}") from None
+    return name, [g], {"rewards": rewards}
+
+
+def step_sizes(methods: list[str], mode: str) -> tuple[dict, dict]:
+    """(grid additions, per-method fixed hparams) for lr / eta."""
+    grid: dict = {}
+    per_method: dict = {m: {} for m in methods}
+    for flag, defaults in (("lr", DEFAULT_LR[mode]), ("eta", DEFAULT_ETA)):
+        text = getattr(FLAGS, flag)
+        if text is not None:
+            grid[flag] = _positive(flag, common.parse_floats(flag, text))
+        else:
+            for m in methods:
+                if m in defaults:
+                    per_method[m][flag] = defaults[m]
+    if FLAGS.mix is not None:
+        if not 0.0 <= FLAGS.mix <= 1.0:
+            raise ValueError(f"--mix: must lie in [0, 1], got {FLAGS.mix:g}")
+        per_method.setdefault("nash_md_pg", {})["mix"] = FLAGS.mix
+    return grid, per_method
+
+
+def build():
+    """Flags -> (specs per method, games, extra config). Raises a one-line ValueError on bad
+    input (messages that print a matrix span lines; they are joined)."""
+    try:
+        return _build()
+    except ValueError as e:
+        raise ValueError(" ".join(str(e).split())) from None
+
+
+def _build():
+    taus = _positive("tau", common.parse_floats("tau", FLAGS.tau))
+    methods = common.parse_methods(FLAGS.methods)
+    for m in methods:
+        get_method(m, "game")  # unknown names raise a ValueError naming them
+    name, games, desc = make_games()
+    steps = common.parse_positive_int("steps", FLAGS.steps)
+    log_every = FLAGS.log_every
+    if log_every is None:
+        log_every = max(d for d in range(1, steps + 1) if steps % d == 0 and steps // d >= 100) \
+            if steps >= 100 else 1
+    log_every = common.parse_positive_int("log_every", log_every)
+    if steps % log_every:
+        raise ValueError(f"--log_every: must divide --steps={steps}, got {log_every}")
+    mode = "exact" if FLAGS.exact else "sampled"
+    cfg = StaticConfig(mode=mode, data="on_policy", num_steps=steps, log_every=log_every,
+                       batch_size=common.parse_positive_int("batch_size", FLAGS.batch_size),
+                       optimizer="sgd", eta_schedule="constant")
+    extra_grid, per_method = step_sizes(methods, mode)
+    grid = {"tau": taus, **extra_grid}
+    seeds = FLAGS.seeds if FLAGS["seeds"].present or not FLAGS.exact else 1
+    seeds = common.parse_positive_int("seeds", seeds)
+    specs = []
+    for m in methods:
+        specs.append(SweepSpec(
+            experiment="preference_game", problem_kind="game", methods=[m], grid=grid,
+            hparams=per_method[m], num_seeds=seeds, cfg=cfg, seed=FLAGS.seed,
+            max_parallel=FLAGS.max_parallel))
+    for s in specs:  # every hparam check before anything runs
+        try:
+            validate(s)
+        except ValueError as e:
+            msg = str(e)
+            raise ValueError(msg if msg.startswith("--") else f"--{msg}") from None
+    extra = {"game": name, **desc, "step_sizes": per_method}
+    return specs, games, extra
+
+
+def equilibria(games, taus) -> dict[str, list[list[float]]]:
+    """``{"tau=<τ>": [π*_τ per game]}`` in float64."""
+    out = {}
+    with jax.enable_x64(True):
+        P = jnp.asarray(np.stack([np.asarray(g.P, np.float64) for g in games]))
+        mu = jnp.asarray(np.stack([np.asarray(g.ref_probs, np.float64) for g in games]))
+        batch = games_env.PreferenceGame(P=P, ref_probs=mu)
+        for tau in taus:
+            sol = jax.vmap(lambda g, t=tau: exact_games.solve_nash(g, t))(batch)
+            if not bool(np.all(np.asarray(sol.converged))):
+                print(f"warning: Nash solve did not converge for some game at τ={tau:g}")
+            out[f"tau={tau:g}"] = np.exp(np.asarray(sol.log_probs)).tolist()
+    return out
+
+
+def bandit_optima(rewards, taus) -> dict[str, list[float]]:
+    """The bandit optimum ``π* ∝ μ exp(R/β)`` (uniform μ) with β = τ."""
+    r = np.asarray(rewards, np.float64)
+    out = {}
+    for tau in taus:
+        z = r / tau
+        p = np.exp(z - z.max())
+        out[f"tau={tau:g}"] = (p / p.sum()).tolist()
+    return out
+
+
+def merge(results, specs) -> dict:
+    """One summary from per-method sweeps (same grid, games, seeds)."""
+    base = results[0].summary
+    summary = {k: v for k, v in base.items() if k not in ("grid", "timing")}
+    grid = []
+    for gi, entry in enumerate(base["grid"]):
+        e = {"hparams": entry["hparams"], "methods": {}}
+        for r in results:
+            e["methods"].update(r.summary["grid"][gi]["methods"])
+        grid.append(e)
+    summary["grid"] = grid
+    summary["timing"] = {r.summary["config"]["methods"][0]: r.summary["timing"]
+                         for r in results}
+    return summary
+
+
+def make_figures(summary, curves, out, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    steps = curves["steps"]
+    grid = summary["grid"]
+    taus = sorted({e["hparams"]["tau"] for e in grid}, reverse=True)
+    others = sorted({tuple((k, v) for k, v in e["hparams"].items() if k != "tau")
+                     for e in grid})
+    for oi, other in enumerate(others):
+        fig, axes = plt.subplots(1, len(taus), figsize=(5 * len(taus), 4), squeeze=False)
+        for ax, tau in zip(axes[0], taus, strict=True):
+            gi = next(i for i, e in enumerate(grid) if e["hparams"]["tau"] == tau
+                      and tuple((k, v) for k, v in e["hparams"].items() if k != "tau") == other)
+            runs = {m: curves[f"{m}/gap"][gi].reshape(-1, len(steps))
+                    for m in grid[gi]["methods"]}
+            plotting.plot_curves(ax, steps, runs, logy=True, floor=1e-12)
+            ax.set_title(f"τ = {tau:g}", fontsize=10)
+            ax.set_xlabel("iteration")
+            ax.set_ylabel("duality gap")
+        axes[0][0].legend(fontsize=8)
+        hp = ", ".join(f"{k}={v:g}" for k, v in other)
+        n_runs = next(iter(runs.values())).shape[0]
+        fig.suptitle(f"{title}{' (' + hp + ')' if hp else ''}: duality gap of the last "
+                     f"iterate, mean and 95% band over {n_runs} runs (games × seeds)",
+                     fontsize=10)
+        name = "gap.png" if len(others) == 1 else f"gap_{oi}.png"
+        plotting.save(fig, out / name)
+
+
+def run_config(specs, extra) -> dict:
+    """The fingerprinted config of the whole run (all methods)."""
+    cfg = specs[0].to_config()
+    cfg["methods"] = [s.methods[0] for s in specs]
+    cfg["hparams"] = {s.methods[0]: {k: float(v) for k, v in s.hparams.items()} for s in specs}
+    return {**cfg, **extra}
+
+
+def main(argv) -> None:
+    del argv
+    import shutil
+    from pathlib import Path
+
+    from copg_jax import results as rs
+
+    specs, games, extra = build()
+    out = Path(FLAGS.out)
+    config = run_config(specs, extra)
+    rs.prepare_folder(out, config, resume=False, overwrite=FLAGS.overwrite)
+    partial = out / "partial"
+    if not FLAGS.resume:
+        shutil.rmtree(partial, ignore_errors=True)
+    taus = specs[0].grid["tau"]
+    t0 = time.perf_counter()
+    nash = equilibria(games, taus)
+    t_nash = time.perf_counter() - t0
+    summary_extra = {
+        "nash": nash,
+        "games": {"P": [np.asarray(g.P, np.float64).tolist() for g in games],
+                  "ref_probs": [np.asarray(g.ref_probs, np.float64).tolist() for g in games]},
+    }
+    if extra["game"] == "bt":
+        summary_extra["pi_star_bandit"] = bandit_optima(extra["rewards"], taus)
+    # One sweep per method (each with its own step sizes), checkpointed under
+    # out/partial/<method> (--resume continues them); merged into one summary below.
+    t0 = time.perf_counter()
+    results = []
+    for s in specs:
+        results.append(sweep(
+            s, games, partial / s.methods[0], resume=FLAGS.resume, overwrite=True,
+            progress=FLAGS.progress, extra_config=extra, summary_extra=summary_extra))
+    wall = time.perf_counter() - t0
+    summary = merge(results, specs)
+    summary["config"] = config
+    summary["timing"]["nash_s"] = t_nash
+    summary["timing"]["sweeps_wall_s"] = wall
+    curves = {"steps": results[0].curves["steps"]}
+    for r in results:
+        curves.update({k: v for k, v in r.curves.items() if k != "steps"})
+    rs.write_npz(out / rs.CURVES, curves)
+    rs.write_json(out / rs.SUMMARY, summary)
+    shutil.rmtree(partial, ignore_errors=True)
+    title = {"egpo": f"{len(games)} EGPO random games", "dice": "non-transitive dice",
+             "bt": "Bradley–Terry game", "matrix": f"{len(games)} game(s) from --matrix"}
+    make_figures(summary, curves, out, title[extra["game"]])
+    mode = specs[0].cfg.mode
+    print(f"{title[extra['game']]}, {mode}, {specs[0].cfg.num_steps} steps, "
+          f"{specs[0].num_seeds} seed(s)")
+    for entry in summary["grid"]:
+        print("  " + ", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items()))
+        for m, s in entry["methods"].items():
+            lo, hi = s["final_gap_ci95"]
+            print(f"    {m:12s} final gap {s['final_gap_mean']:.3e} [{lo:.3e}, {hi:.3e}]  "
+                  f"KL(π*‖π) {s['final_kl_to_nash_mean']:.3e}")
+    print(f"nash {t_nash:.1f}s  sweeps {wall:.1f}s  -> {out}")
+
+
+if __name__ == "__main__":
+    common.run(main)
