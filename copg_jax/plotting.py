@@ -14,21 +14,25 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-_ORDER = (
-    "copg", "ipo", "pg", "pg_value_baseline", "is_pg", "is_pg_truncated", "rloo", "md",
-    "is_pg_self_normalized", "ppo_clip", "dpo", "md_proximal", "mmd", "mdpo",
-    "nash_md", "nash_md_pg", "omd", "online_ipo2", "egpo", "pmd",
-)
-_PALETTE = plt.get_cmap("tab20").colors
+# Methods that appear together get distinct, saturated colours; a name keeps its colour
+# in every figure (copg is always blue, whichever problem kind).
+_TAB10 = plt.get_cmap("tab10").colors
+_DARK = plt.get_cmap("Dark2").colors
+_COLORS = {
+    "copg": _TAB10[0], "ipo": _TAB10[1], "pg": _TAB10[2], "pg_value_baseline": _TAB10[3],
+    "is_pg": _TAB10[4], "is_pg_truncated": _TAB10[5], "rloo": _TAB10[6], "md": _TAB10[7],
+    "is_pg_self_normalized": _TAB10[8], "ppo_clip": _TAB10[9], "dpo": _DARK[0],
+    "md_proximal": _DARK[1], "mmd": _DARK[2], "mdpo": _DARK[3], "pmd": _TAB10[7],
+    "nash_md": _TAB10[0], "omd": _TAB10[1], "online_ipo2": _TAB10[2], "nash_md_pg": _TAB10[3],
+    "egpo": _TAB10[4],
+}
 
 
 def method_color(name: str):
     """A fixed colour per method name (consistent across figures)."""
-    if name in _ORDER:
-        i = _ORDER.index(name)
-    else:
-        i = len(_ORDER) + sum(map(ord, name))
-    return _PALETTE[(2 * i) % 20 if i < 10 else (2 * (i - 10) + 1) % 20]
+    if name in _COLORS:
+        return _COLORS[name]
+    return _DARK[sum(map(ord, name)) % len(_DARK)]
 
 
 def mean_ci(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
