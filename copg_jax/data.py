@@ -1,4 +1,4 @@
-"""Offline datasets, epoch shuffling and minibatches (pure JAX, vmappable).
+"""Offline datasets, epoch shuffling and minibatches (vmappable; pure JAX except the CPU sort).
 
 An offline dataset is a dict of arrays with a leading item axis, drawn once per seed from
 the problem's behaviour distributions (e.g. CoPG §5: 10⁴ pairs ``y ~ μ1, y' ~ μ2`` with
@@ -8,7 +8,11 @@ dropped (a different remainder every epoch).
 
 Shuffling is the cost that dominates offline training on a CPU, so it is done with
 single-operand sorts of packed ``uint32`` words (random high bits, item index in the low
-bits), which XLA sorts several times faster than a key/value sort. Ties in the random
+bits), which XLA sorts several times faster than a key/value sort. On the CPU backend the
+sort itself is handed to NumPy (``jax.pure_callback``): NumPy's vectorized (SIMD) sort of
+``uint32`` is 14-25x faster than XLA:CPU's comparator sort (measured 1.9 ms vs 26-47 ms
+for 100 x 10⁴ words, see BENCHMARKS.md). The packed words are distinct, so every correct
+sort returns the same array: the permutation is bit-identical either way. Ties in the random
 bits are broken by the previous round's order; like ``jax.random.permutation``, enough
 rounds are used that a pair of items tied in every round is negligible
 (``n² 2^{-r·rounds} ≲ 1``, r random bits per round). Beyond 2¹⁶ items it falls back to
@@ -21,6 +25,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 Array = jax.Array
@@ -30,6 +35,18 @@ def shuffle_rounds(n: int) -> int:
     idx_bits = max(1, (n - 1).bit_length())
     rand_bits = 32 - idx_bits
     return max(1, math.ceil(2 * math.log(max(n, 2)) / (rand_bits * math.log(2))))
+
+
+def _np_sort(x):
+    return np.sort(np.asarray(x), axis=-1)
+
+
+def sort_u32(x: Array) -> Array:
+    """Ascending sort of distinct ``uint32`` words along the last axis (see module doc)."""
+    if jax.default_backend() != "cpu":
+        return jnp.sort(x, axis=-1)
+    return jax.pure_callback(_np_sort, jax.ShapeDtypeStruct(x.shape, x.dtype), x,
+                             vmap_method="expand_dims")
 
 
 def permutation(key: Array, n: int) -> Array:
@@ -42,7 +59,7 @@ def permutation(key: Array, n: int) -> Array:
     for r in range(shuffle_rounds(n)):
         bits = jax.random.bits(jax.random.fold_in(key, r), (n,), jnp.uint32)
         # Low bits carry the current position, so ties keep the previous round's order.
-        packed = jnp.sort((bits & ~mask) | jnp.arange(n, dtype=jnp.uint32))
+        packed = sort_u32((bits & ~mask) | jnp.arange(n, dtype=jnp.uint32))
         order = order[(packed & mask).astype(jnp.int32)]
     return order.astype(jnp.int32)
 

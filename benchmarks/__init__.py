@@ -1,0 +1,1 @@
+"""Benchmarks of copg_jax against NumPy baselines: ``python -m benchmarks.run``."""

@@ -1,0 +1,125 @@
+"""The JAX workloads (W1-W4, scaling), each a :func:`copg_jax.sweep.sweep` call.
+
+Every function returns ``{"compile_s", "run_s", "wall_s", "updates", ...}`` where
+``updates`` counts method updates (steps × runs × methods) and ``wall_s`` is the whole
+call, problem construction and compilation included.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+
+from copg_jax.algos.base import StaticConfig
+from copg_jax.envs import bandit as bandit_env
+from copg_jax.sweep import SweepSpec, sweep
+
+PAPER_METHODS = ("copg", "ipo", "pg", "pg_value_baseline", "is_pg", "is_pg_truncated",
+                 "rloo", "md")
+
+
+def _timed(spec, problems):
+    t0 = time.perf_counter()
+    res = sweep(spec, problems, None, progress=False)
+    wall = time.perf_counter() - t0
+    t = res.summary["timing"]
+    return res, {"compile_s": t["compile_s"], "run_s": t["run_s"], "wall_s": wall}
+
+
+def paper_bandit(methods=PAPER_METHODS, seeds=100, epochs=100, num_pairs=10_000, batch=512):
+    """W1: ``experiments.copg_bandit`` defaults (what ``build()`` produces with no flags)."""
+    t0 = time.perf_counter()
+    problem = bandit_env.paper_bandit()
+    spe = num_pairs // batch
+    steps = epochs * spe
+    cfg = StaticConfig(mode="sampled", data="offline", num_steps=steps, log_every=spe,
+                       batch_size=batch, dataset_size=num_pairs, optimizer="adam")
+    grid = {"beta": [0.5], "lr": [1e-3]}
+    if "md" in methods:
+        grid["eta"] = [0.01]
+    spec = SweepSpec("copg_bandit", "bandit", list(methods), grid, seeds, cfg)
+    res, out = _timed(spec, problem)
+    out["wall_s"] = time.perf_counter() - t0
+    out["updates"] = steps * seeds * len(methods)
+    out["final_regret"] = {m: s["final_regret_mean"]
+                           for m, s in res.summary["grid"][0]["methods"].items()}
+    return out
+
+
+def fresh_bandit(num_actions=10, seeds=1024, steps=2000, batch=64, methods=("copg", "is_pg"),
+                 log_every=100):
+    """W2: a random K-armed bandit, a fresh off-policy batch at every step."""
+    problem = bandit_env.random_bandit(jax.random.PRNGKey(1), num_actions)
+    cfg = StaticConfig(mode="sampled", data="fresh", num_steps=steps, log_every=log_every,
+                       batch_size=batch, optimizer="adam")
+    spec = SweepSpec("fresh_bandit", "bandit", list(methods), {"beta": [0.5], "lr": [1e-2]},
+                     seeds, cfg)
+    res, out = _timed(spec, problem)
+    out["updates"] = steps * seeds * len(methods)
+    out["arm_draws"] = out["updates"] * batch * 2  # y, y' per pair
+    out["uniforms"] = out["updates"] * batch * 3  # y, y', Bradley–Terry label
+    out["final_regret"] = {m: s["final_regret_mean"]
+                           for m, s in res.summary["grid"][0]["methods"].items()}
+    return out
+
+
+GAME_METHODS = {  # name -> (hparams, per-method static overrides); tau = 0.1 as the tests
+    "nash_md": ({"eta": 1.0}, {"eta_schedule": "nash_md"}),
+    "omd": ({"eta": 1.0}, {}),
+    "online_ipo2": ({"lr": 1.0}, {}),
+    "nash_md_pg": ({"lr": 1.0}, {}),
+    "egpo": ({"eta": 2.0}, {}),
+}
+
+
+def games(instances=10, num_actions=10, steps=5000):
+    """W3: exact mode on EGPO random games; one sweep per method (its own hparams)."""
+    from copg_jax.envs.games import egpo_random
+
+    keys = jax.random.split(jax.random.PRNGKey(0), instances)
+    problems = [egpo_random(k, num_actions) for k in keys]
+    cfg = StaticConfig(mode="exact", num_steps=steps, log_every=steps // 10, optimizer="sgd")
+    tot = {"compile_s": 0.0, "run_s": 0.0, "wall_s": 0.0, "per_method": {}}
+    for m, (hp, mcfg) in GAME_METHODS.items():
+        spec = SweepSpec("games", "game", [m], {"tau": [0.1]}, 1, cfg, hparams=hp,
+                         method_cfg={m: mcfg})
+        res, t = _timed(spec, problems)
+        stats = res.summary["grid"][0]["methods"][m]
+        t["final_gap"] = stats.get("final_gap_mean")
+        tot["per_method"][m] = t
+        for k in ("compile_s", "run_s", "wall_s"):
+            tot[k] += t[k]
+    tot["updates"] = steps * instances * len(GAME_METHODS)
+    return tot
+
+
+def mdp(seeds=256, steps=1000, batch=128, dataset_size=1280, S=20, A=4, H=10, branching=3):
+    """W4: Garnet MDP, offline pairs of trajectories (``batch`` pairs = 2·batch
+    trajectories per step), copg."""
+    import copg_jax.algos.mdp_methods  # noqa: F401  (registers the MDP methods)
+    from copg_jax.envs.mdp import garnet
+
+    problem = garnet(jax.random.PRNGKey(0), S, A, branching, H, behaviour_logit_scale=1.0)
+    cfg = StaticConfig(mode="sampled", data="offline", num_steps=steps, log_every=steps // 10,
+                       batch_size=batch, dataset_size=dataset_size, optimizer="adam")
+    spec = SweepSpec("mdp", "mdp", ["copg"], {"beta": [0.5], "lr": [1e-2]}, seeds, cfg)
+    res, out = _timed(spec, problem)
+    out["updates"] = steps * seeds
+    out["final_regret"] = res.summary["grid"][0]["methods"]["copg"]["final_regret_mean"]
+    return out
+
+
+def rng_throughput(n=1 << 24, reps=5) -> float:
+    """``jax.random.uniform`` numbers per second (float32, jitted, best of ``reps``)."""
+    f = jax.jit(lambda k: jax.random.uniform(k, (n,)))
+    key = jax.random.PRNGKey(0)
+    jax.block_until_ready(f(key))
+    best = np.inf
+    for i in range(reps):
+        k = jax.random.fold_in(key, i)
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(k))
+        best = min(best, time.perf_counter() - t0)
+    return n / best
