@@ -119,13 +119,13 @@ def method_config(spec: SweepSpec, method: Method) -> StaticConfig:
 def validate(spec: SweepSpec) -> list[Method]:
     """Every check that can fail, before anything is compiled."""
     if not spec.methods:
-        raise ValueError("methods: at least one method is required")
+        raise ValueError(f"methods: at least one method is required, got {list(spec.methods)}")
     if isinstance(spec.num_seeds, bool) or not isinstance(spec.num_seeds, int) \
             or spec.num_seeds < 1:
         raise ValueError(f"seeds: must be an integer >= 1, got {spec.num_seeds!r}")
     for name, values in spec.grid.items():
         if len(values) == 0:
-            raise ValueError(f"{name}: the grid needs at least one value")
+            raise ValueError(f"{name}: the grid needs at least one value, got {list(values)}")
     methods = [get_method(m, spec.problem_kind) for m in spec.methods]
     if len(set(spec.methods)) != len(spec.methods):
         raise ValueError(f"methods: listed twice in {list(spec.methods)}")
@@ -196,8 +196,12 @@ def run_methods(
     num_instances: int,
     ckpt: Path | None,
     progress: bool = True,
+    check_nans: bool = False,
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
     """All runs of all methods, trained side by side in one compiled program.
+
+    With ``check_nans``, the logged metrics are checked after initialization and after every
+    chunk (before it is checkpointed); see :func:`sweep`.
 
     Returns ``{method: {metric: [G, I, S, L+1]}}`` and timings."""
     group = train.Group(tuple(methods), tuple(method_config(spec, m) for m in methods))
@@ -227,6 +231,31 @@ def run_methods(
     num_logs = cfg.num_steps // cfg.log_every
     lpc = _chunking(num_logs, spec.logs_per_chunk)
     n_chunks = num_logs // lpc
+
+    def nan_check(ms, rows, first_log: int) -> None:
+        """Raises at the earliest logged step (then method, metric, run) that is not finite."""
+        worst = None
+        for mn, mm in ms.items():
+            for k, v in mm.items():
+                a = np.asarray(v).reshape(par, -1)[: max(0, min(rows.stop, n) - rows.start)]
+                bad = ~np.isfinite(a)
+                if not bad.any():
+                    continue
+                col = int(np.argmax(bad.any(axis=0)))
+                run = rows.start + int(np.argmax(bad[:, col]))
+                if worst is None or col < worst[0]:
+                    worst = (col, mn, k, run, a[run - rows.start, col])
+        if worst is None:
+            return
+        col, mn, k, run, val = worst
+        step = (first_log + col) * cfg.log_every
+        point = {h: float(x) for h, x in points[int(g_idx[run])].items()}
+        raise ValueError(
+            f"check_nans: metric {k!r} of method {mn!r} is {float(val)} at logged step {step}"
+            f" (the first non-finite one) for grid point {point} (hparams), instance "
+            f"{int(i_idx[run])}, seed {int(s_idx[run])}; rerun with JAX_DEBUG_NANS=1 to find "
+            "the operation that produced it"
+        )
 
     def init_fn(problem, hps, key):
         TRACE_COUNTS[(label, "init")] += 1
@@ -282,6 +311,8 @@ def run_methods(
             for mn, mm in m0.items():
                 for k, v in mm.items():
                     metrics_out[mn][k][rows, 0] = np.asarray(v)
+            if check_nans:
+                nan_check(m0, rows, 0)
         if chunk_c is None:
             t0 = time.perf_counter()
             chunk_c = jax.jit(chunk_fn, out_shardings=sharded).lower(problem, hps, gstate, targets,
@@ -295,6 +326,8 @@ def run_methods(
                                  jnp.int32(c * lpc * cfg.log_every))
             jax.block_until_ready(ms)
             t_run += time.perf_counter() - t0
+            if check_nans:
+                nan_check(ms, rows, 1 + c * lpc)
             for mn, mm in ms.items():
                 for k, v in mm.items():
                     metrics_out[mn][k][rows, 1 + c * lpc: 1 + (c + 1) * lpc] = np.asarray(v)
@@ -336,6 +369,7 @@ def sweep(
     extra_config: Mapping[str, Any] | None = None,
     method_summary: Callable[[str, dict[str, float]], dict] | None = None,
     summary_extra: Mapping[str, Any] | None = None,
+    check_nans: bool = False,
 ) -> SweepResult:
     """Runs the sweep and (if ``out``) writes ``summary.json`` and ``curves.npz``.
 
@@ -349,6 +383,11 @@ def sweep(
       method_summary: ``(method, hparams) -> dict`` merged into each method's entry of
         each grid point (e.g. its population fixed point).
       summary_extra: merged into the top level of ``summary.json``.
+      check_nans: after initialization and after every chunk, check every logged metric
+        of every run; at the first NaN/Inf raise a ValueError naming the method, metric,
+        grid point (hparams), instance, seed and the first logged step where it appears
+        (the chunk is not checkpointed). It costs one host-side scan of the chunk's
+        metrics. For the operation that produced it, rerun with ``JAX_DEBUG_NANS=1``.
     """
     methods = validate(spec)
     problem_list = list(problems) if isinstance(problems, list | tuple) else [problems]
@@ -370,7 +409,8 @@ def sweep(
               f"{len(problem_list)} instances x {spec.num_seeds} seeds on "
               f"{jax.device_count()} device(s)", file=sys.stderr, flush=True)
     per_method, timing = run_methods(spec, methods, problem_batch, len(problem_list),
-                                     ckpt_dir / "group.npz" if ckpt_dir else None, progress)
+                                     ckpt_dir / "group.npz" if ckpt_dir else None, progress,
+                                     check_nans=check_nans)
     for mn, mm in per_method.items():
         for k, v in mm.items():
             curves[f"{mn}/{k}"] = v

@@ -26,7 +26,10 @@ def _fmt(x) -> str:
     if arr.size > 12:
         flat = np.array2string(arr.ravel()[:12], precision=6, separator=", ")
         return f"{flat[:-1]}, ...] (shape {arr.shape})"
-    return np.array2string(arr, precision=6, separator=", ") if arr.ndim else repr(arr.item())
+    if not arr.ndim:
+        return repr(arr.item())
+    # One line: error messages are printed as a single ``error: ...`` line by the CLIs.
+    return np.array2string(arr, precision=6, separator=", ").replace("\n", "")
 
 
 def as_float_array(name: str, x) -> np.ndarray:

@@ -29,6 +29,9 @@ def define_common(default_out: str, default_methods: str, default_seeds: int) ->
     flags.DEFINE_bool("verbose", False, "Show tracebacks on errors.")
     flags.DEFINE_bool("progress", True, "Print a progress line per chunk.")
     flags.DEFINE_integer("max_parallel", None, "At most this many runs in memory at once.")
+    flags.DEFINE_bool("check_nans", False, "Stop with an error naming the method, grid point, "
+                      "instance, seed and step at the first NaN/Inf in a logged metric "
+                      "(checked after every chunk; JAX_DEBUG_NANS=1 then finds the op).")
 
 
 def parse_floats(name: str, text: str) -> list[float]:

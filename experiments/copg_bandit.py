@@ -256,6 +256,7 @@ def main(argv) -> None:
         spec, problems, FLAGS.out, resume=FLAGS.resume, overwrite=FLAGS.overwrite,
         progress=FLAGS.progress, extra_config=extra, method_summary=summarize,
         summary_extra={"pi_star": targets[0]["pi_star"], "J_star": targets[0]["J_star"]},
+        check_nans=FLAGS.check_nans,
     )
     for entry, tg in zip(result.summary["grid"], targets, strict=True):
         entry.update(pi_star=tg["pi_star"], J_star=tg["J_star"])

@@ -167,6 +167,11 @@ def is_estimate_with(kind: str):
         rho = probs[y] / nu[jnp.arange(y.shape[1])[None, :], y]
         if kind == "self_normalized":
             w = rho / jnp.sum(rho, axis=0, keepdims=True) * y.shape[0]
+            # Where that is 0/0 or inf/inf (π(y) underflows to 0 on every drawn arm, or
+            # ρ overflows), the same weights from log ρ: a softmax over the batch (finite).
+            log_rho = logp[y] - jnp.log(nu[jnp.arange(y.shape[1])[None, :], y])
+            w_log = jax.nn.softmax(log_rho, axis=0) * y.shape[0]
+            w = jnp.where(jnp.all(jnp.isfinite(w), axis=0, keepdims=True), w, w_log)
         elif kind == "ppo_clip":
             eps = hp["clip_eps"]
             active = jnp.where(adv >= 0, rho < 1 + eps, rho > 1 - eps)

@@ -513,7 +513,15 @@ def load_mdp(path: str | os.PathLike) -> TabularMDP:
             raise ValueError(
                 f"mdp: {os.fspath(path)!r} is missing array(s) {missing}; found {sorted(names)}"
             )
-        arrays = {n: data[n] for n in _REQUIRED + _OPTIONAL if n in names}
+        arrays = {}
+        for n in _REQUIRED + _OPTIONAL:
+            if n in names:
+                try:  # members are read lazily: object arrays fail here, not in np.load
+                    arrays[n] = data[n]
+                except (ValueError, OSError, EOFError) as e:
+                    raise ValueError(
+                        f"{n}: cannot read array {n!r} from {os.fspath(path)!r} ({e})"
+                    ) from None
     h = arrays.pop("horizon")
     if h.shape != () or not np.issubdtype(h.dtype, np.integer):
         raise ValueError(f"horizon: expected an integer scalar, got {h!r}")

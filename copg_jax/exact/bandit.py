@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from copg_jax.envs.bandit import Bandit
-from copg_jax.exact.common import kl
+from copg_jax.exact.common import kl, kl_log_q
 
 
 def regularized_reward(bandit: Bandit, probs: jax.Array, beta) -> jax.Array:
@@ -38,8 +38,9 @@ def optimal_value(bandit: Bandit, beta) -> jax.Array:
 
 
 def regret(bandit: Bandit, probs: jax.Array, beta) -> jax.Array:
-    """``J(π*) − J(π)``, computed as ``β KL(π ‖ π*)`` (exactly equal, and ≥ 0 numerically)."""
-    return beta * kl(probs, optimal_policy(bandit, beta))
+    """``J(π*) − J(π)``, computed as ``β KL(π ‖ π*)`` (exactly equal, and ≥ 0 numerically),
+    with ``ln π*`` from its logits (finite where ``π*`` underflows to 0)."""
+    return beta * kl_log_q(probs, jax.nn.log_softmax(optimal_logits(bandit, beta)))
 
 
 def policy_gradient(bandit: Bandit, logits: jax.Array, beta) -> jax.Array:

@@ -7,14 +7,23 @@ import jax.numpy as jnp
 
 
 def xlogy_ratio(p: jax.Array, q: jax.Array) -> jax.Array:
-    """Elementwise ``p ln(p/q)`` with the convention ``0 ln 0 = 0``."""
+    """Elementwise ``p ln(p/q)`` with the convention ``0 ln 0 = 0``; a NaN ``p`` gives NaN
+    (not 0: a diverged policy must not report a zero KL or regret)."""
     safe_p = jnp.where(p > 0, p, 1.0)
-    return jnp.where(p > 0, p * (jnp.log(safe_p) - jnp.log(q)), 0.0)
+    return jnp.where(p > 0, p * (jnp.log(safe_p) - jnp.log(q)), jnp.where(p == p, 0.0, p))
 
 
 def kl(p: jax.Array, q: jax.Array, axis: int = -1) -> jax.Array:
     """``KL(p ‖ q) = Σ p ln(p/q)`` along ``axis`` (0 ln 0 = 0; +inf if q = 0 < p)."""
     return jnp.sum(xlogy_ratio(p, q), axis=axis)
+
+
+def kl_log_q(p: jax.Array, log_q: jax.Array, axis: int = -1) -> jax.Array:
+    """``KL(p ‖ q)`` with ``q`` given by its normalized logs: finite where ``q`` underflows
+    to 0 in floating point but ``ln q`` does not (e.g. ``π* ∝ π_ref e^{R/β}`` for small β)."""
+    safe_p = jnp.where(p > 0, p, 1.0)
+    terms = jnp.where(p > 0, p * (jnp.log(safe_p) - log_q), jnp.where(p == p, 0.0, p))
+    return jnp.sum(terms, axis=axis)
 
 
 def entropy(p: jax.Array, axis: int = -1) -> jax.Array:

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from copg_jax.envs.bandit import Bandit, sample_rewards
 from copg_jax.exact import bandit as eb
-from copg_jax.exact.common import kl
+from copg_jax.exact.common import kl, kl_log_q
 from copg_jax.kinds.base import ProblemKind
 
 
@@ -17,16 +17,19 @@ def _init_logits(problem: Bandit) -> jax.Array:
 
 def _target(problem: Bandit, hp) -> dict:
     beta = hp["beta"]
-    return {"probs": eb.optimal_policy(problem, beta), "value": eb.optimal_value(problem, beta)}
+    log_probs = jax.nn.log_softmax(eb.optimal_logits(problem, beta))
+    return {"probs": jnp.exp(log_probs), "log_probs": log_probs,
+            "value": eb.optimal_value(problem, beta)}
 
 
 def _metrics(problem: Bandit, logits, avg_probs, hp, target) -> dict:
     probs = jax.nn.softmax(logits)
     beta = hp["beta"]
+    kl_opt = kl_log_q(probs, target["log_probs"])  # finite where π* underflows to 0
     return {
-        "regret": beta * kl(probs, target["probs"]),
+        "regret": beta * kl_opt,
         "kl_to_ref": kl(probs, problem.ref_probs),
-        "kl_to_opt": kl(probs, target["probs"]),
+        "kl_to_opt": kl_opt,
         "expected_reward": probs @ problem.rewards,
     }
 
