@@ -1,0 +1,406 @@
+r"""Offline KL-regularized policy optimization on tabular MDPs (SPEC §4).
+
+    python -m experiments.tabular_mdp                                  # 5 Garnet MDPs
+    python -m experiments.tabular_mdp --env=garnet_det --out results/tabular_mdp_det
+    python -m experiments.tabular_mdp --env=chain --num_states=6
+    python -m experiments.tabular_mdp --mdp my_mdp.npz                 # arrays T, r, rho0, horizon
+
+Methods (``--methods``, default ``copg,pg,is_pg,rloo,pmd``; see
+:mod:`copg_jax.algos.mdp_methods`): CoPG on trajectory pairs, naive off-policy PG (b = 0),
+importance-sampled PG (ρ = Π_t π/μ, exact baseline J(π)), on-policy RLOO (fresh pairs from
+π each step, ``--batch_size`` groups) and exact policy mirror descent (``pmd``, one exact
+update per step with step ``--eta``: a noise-free reference curve, it uses no data).
+Off-policy methods read a fixed dataset of ``--num_pairs`` pairs of trajectories drawn
+once per (instance, seed) from the behaviour policy μ, reshuffled every epoch, minibatches
+of ``--batch_size`` pairs, Adam with ``--lr``. The two trajectories of a pair share ``s_0``
+(:mod:`copg_jax.kinds.mdp`). Policies are time indexed, logits ``θ[H, S, A]``, starting at
+``ln π_ref`` (uniform). Metric: exact regret ``J(π*) − J(π_θ)`` of the trajectory-level
+KL-regularized return (undiscounted).
+
+Environments (``--env``):
+  * ``garnet`` (default): ``--instances`` random Garnet MDPs (``--num_states`` 20,
+    ``--num_actions`` 4, ``--horizon`` 10, ``--branching`` 3, rewards U[0, 1], uniform
+    ρ0 and π_ref); instance i uses key ``fold_in(PRNGKey(--mdp_seed), i)``.
+  * ``garnet_det``: the same with ``branching = 1`` (deterministic transitions; there
+    off-policy CoPG's population fixed point is π*, on stochastic MDPs it is biased).
+  * ``chain``: the chain with a far reward (:func:`copg_jax.envs.mdp.chain`, ``--num_states``
+    default 6, two actions, start in state 0, deterministic).
+  * ``gridworld``: :func:`copg_jax.envs.mdp.gridworld` of side ``--grid_size`` (default 4,
+    slip 0.1), horizon ``--horizon``.
+  * ``--mdp PATH.npz`` (overrides ``--env``): a user's MDP, required arrays ``T [S,A,S]``,
+    ``r [S,A]``, ``rho0 [S]``, ``horizon`` (integer), optional ``ref_policy``,
+    ``behaviour``, ``discount``.
+
+Behaviour policy μ (choice, documented): a random softmax policy
+``μ(·|s) = softmax(--behaviour_logit_scale · z_s)``, ``z_s ~ N(0, I)``, drawn per instance
+(for Garnet inside :func:`copg_jax.envs.mdp.garnet`). Chain and gridworld have no
+randomness of their own, so their ``--instances`` differ only by μ (instance i uses key
+``fold_in(PRNGKey(--mdp_seed), i)``). A ``--mdp`` file's own ``behaviour`` array is used
+when present, otherwise μ is drawn the same way (one instance per file).
+
+summary.json: per method ``final_regret_mean``/``_ci95`` (over all instances × seeds),
+``final_regret_by_instance`` (seed means), and ``fixed_point_regret_by_instance`` (or
+``fixed_point_regret`` for one instance): the regret of the method's population fixed
+point (where its expected update converges; ``None`` if it did not converge), solved in
+float64 on the MDPs rebuilt in float64; ``fixed_point_converged``/``_residual`` likewise.
+Top level ``J_star`` (list per instance, float64) and ``instances`` (MDP sizes).
+Cost (why not every method by default): the gradient-method solver (Adam warm start,
+then Newton with a dense ``[HSA, HSA] = [800, 800]`` Jacobian and least squares per
+iteration, vmapped over the instances) took ≈75 s for ``copg`` on the 5 default Garnets
+on the shared 2-core machine, so ``--fixed_points`` (default ``copg,pmd``) chooses which
+methods to solve; ``pmd`` (closed-form iteration) is cheap. ``is_pg`` and ``rloo`` are
+reported without solving: their expected update is exactly ``k ∇J`` (see
+:mod:`copg_jax.algos.mdp_methods`), whose only zero is π* (regret 0;
+``fixed_point_source: "analytic"``). ``pg`` is solved only when asked
+(``--fixed_points=copg,pg,pmd`` or ``all``); methods not solved get no fixed-point keys and
+``summary.json`` lists them under ``fixed_points_not_computed``. Newton runs at most 10
+iterations after 2,000 warm-start steps (it converged in 6-10 on the default Garnets); a
+point not reached is reported as ``None`` (not converged). Known case: ``copg`` on
+``--env=garnet_det`` instance 1 stalls at residual 1.1e-4 (Newton's backtracking finds no
+decrease; 30 iterations gave the same), so its fixed-point regret is ``None`` although
+theory says π* (deterministic transitions).
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+
+from copg_jax import plotting
+from copg_jax.algos.base import StaticConfig
+from copg_jax.algos.registry import get_method
+from copg_jax.envs import mdp as mdp_env
+from copg_jax.exact import mdp as exact_mdp
+from copg_jax.sweep import SweepSpec, sweep
+from experiments import common
+
+DEFAULT_METHODS = "copg,pg,is_pg,rloo,pmd"
+#: Methods whose expected update is exactly k ∇J: their population fixed point is π*.
+ANALYTIC_PI_STAR = ("is_pg", "rloo")
+ENVS = ("garnet", "garnet_det", "chain", "gridworld")
+
+common.define_common("results/tabular_mdp", DEFAULT_METHODS, 10)
+flags.DEFINE_string("env", "garnet", f"Environment: one of {', '.join(ENVS)}.")
+flags.DEFINE_string("mdp", None, ".npz MDP (arrays T, r, rho0, horizon; optional "
+                    "ref_policy, behaviour, discount); overrides --env.")
+flags.DEFINE_integer("instances", 5, "Problem instances (Garnet MDPs, or behaviour policies "
+                     "for chain/gridworld).")
+flags.DEFINE_integer("num_states", None, "States (garnet: default 20; chain: length, "
+                     "default 6).")
+flags.DEFINE_integer("num_actions", 4, "Actions (garnet).")
+flags.DEFINE_integer("horizon", 10, "Episode length H.")
+flags.DEFINE_integer("branching", 3, "Successor states per (s, a) (garnet; garnet_det uses 1).")
+flags.DEFINE_integer("grid_size", 4, "Side of the gridworld.")
+flags.DEFINE_float("behaviour_logit_scale", 1.0, "μ(·|s) = softmax(scale · N(0, I)).")
+flags.DEFINE_integer("mdp_seed", 0, "Seed of the random MDPs and behaviour policies.")
+flags.DEFINE_string("beta", "0.5", "KL strength β (comma list = grid).")
+flags.DEFINE_string("lr", "1e-2", "Adam learning rate (comma list = grid).")
+flags.DEFINE_string("eta", "1.0", "PMD step η (comma list = grid; ηβ = 1 is soft policy "
+                    "iteration).")
+flags.DEFINE_integer("steps", 2000, "Number of updates.")
+flags.DEFINE_integer("log_every", None, "Log every this many updates (default: 100 points).")
+flags.DEFINE_integer("batch_size", 64, "Groups (pairs of trajectories) per minibatch.")
+flags.DEFINE_integer("num_pairs", 10_000, "Offline dataset size in groups (pairs).")
+flags.DEFINE_string("fixed_points", "copg,pmd", "Methods whose population fixed point is "
+                    "solved numerically (comma list, 'all' or 'none'); is_pg and rloo are "
+                    "always reported as π* (their expected update is k∇J).")
+FLAGS = flags.FLAGS
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
+
+
+def _random_behaviour(key, S: int, A: int, scale: float) -> np.ndarray:
+    z = jax.random.normal(key, (S, A), dtype=jnp.float32)
+    return np.asarray(jax.nn.softmax(scale * z, axis=-1), np.float64)
+
+
+def _with_behaviour(mdp, beh: np.ndarray):
+    return mdp_env.make_mdp(np.asarray(mdp.T), np.asarray(mdp.r), np.asarray(mdp.rho0),
+                            mdp.horizon, ref_policy=np.asarray(mdp.ref_policy),
+                            behaviour=beh, discount=np.asarray(mdp.discount))
+
+
+def build_problems():
+    """Flags -> (list of MDPs, description). Raises ValueError naming the flag."""
+    scale = FLAGS.behaviour_logit_scale
+    if not np.isfinite(scale) or scale < 0:
+        raise ValueError(f"--behaviour_logit_scale: must be finite and >= 0, got {scale}")
+    base = jax.random.PRNGKey(FLAGS.mdp_seed)
+    keys = None
+    if FLAGS.mdp is not None:
+        try:
+            mdp = mdp_env.load_mdp(FLAGS.mdp)
+            with np.load(FLAGS.mdp, allow_pickle=False) as data:
+                has_beh = "behaviour" in data.files
+            if not has_beh:
+                mdp = _with_behaviour(mdp, _random_behaviour(
+                    base, mdp.num_states, mdp.num_actions, scale))
+        except ValueError as e:
+            msg = _one_line(e)
+            msg = msg[len("mdp: "):] if msg.startswith("mdp: ") else msg
+            raise ValueError(f"--mdp: {msg}") from None
+        except FileNotFoundError as e:
+            raise ValueError(f"--mdp: no such file {FLAGS.mdp!r} ({e.strerror})") from None
+        return [mdp], {"env": "file", "mdp": FLAGS.mdp, "behaviour_from_file": has_beh}
+    env = FLAGS.env
+    if env not in ENVS:
+        raise ValueError(f"--env: must be one of {', '.join(ENVS)}, got {env!r}")
+    n = common.parse_positive_int("instances", FLAGS.instances)
+    H = common.parse_positive_int("horizon", FLAGS.horizon)
+    keys = [jax.random.fold_in(base, i) for i in range(n)]
+    desc: dict = {"env": env, "instances": n, "horizon": H, "mdp_seed": FLAGS.mdp_seed,
+                  "behaviour_logit_scale": scale}
+    try:
+        if env in ("garnet", "garnet_det"):
+            S = common.parse_positive_int("num_states", FLAGS.num_states or 20)
+            A = common.parse_positive_int("num_actions", FLAGS.num_actions)
+            b = 1 if env == "garnet_det" else common.parse_positive_int("branching",
+                                                                        FLAGS.branching)
+            if b > S:
+                raise ValueError(f"--branching: must be <= --num_states={S}, got {b}")
+            problems = [mdp_env.garnet(k, S, A, b, H, behaviour_logit_scale=scale)
+                        for k in keys]
+            desc.update(num_states=S, num_actions=A, branching=b)
+        else:
+            if env == "chain":
+                S = FLAGS.num_states or 6
+                if S < 2:
+                    raise ValueError(f"--num_states: the chain needs >= 2 states, got {S}")
+                proto = mdp_env.chain(S, H)
+                desc.update(num_states=S, num_actions=2)
+            else:
+                size = FLAGS.grid_size
+                if size is None or size < 2:
+                    raise ValueError(f"--grid_size: must be an integer >= 2, got {size}")
+                proto = mdp_env.gridworld(size, H)
+                desc.update(grid_size=size, num_states=size * size, num_actions=4)
+            problems = [_with_behaviour(proto, _random_behaviour(
+                k, proto.num_states, proto.num_actions, scale)) for k in keys]
+    except ValueError as e:
+        msg = _one_line(e)
+        raise ValueError(msg if msg.startswith("--") else f"--{msg}") from None
+    return problems, desc
+
+
+def build():
+    """Flags -> (spec, problems, extra config). Raises ValueError on bad input."""
+    problems, desc = build_problems()
+    steps = common.parse_positive_int("steps", FLAGS.steps)
+    batch = common.parse_positive_int("batch_size", FLAGS.batch_size)
+    pairs = common.parse_positive_int("num_pairs", FLAGS.num_pairs)
+    if batch > pairs:
+        raise ValueError(f"--batch_size: must be <= --num_pairs={pairs}, got {batch}")
+    log_every = FLAGS.log_every
+    if log_every is None:
+        log_every = max(d for d in range(1, steps + 1)
+                        if steps % d == 0 and (steps // d >= 100 or d == 1))
+    log_every = common.parse_positive_int("log_every", log_every)
+    if steps % log_every:
+        raise ValueError(f"--log_every: must divide --steps={steps}, got {log_every}")
+    cfg = StaticConfig(mode="exact" if FLAGS.exact else "sampled", data="offline",
+                       num_steps=steps, log_every=log_every, batch_size=batch,
+                       dataset_size=pairs, optimizer="adam")
+    grid = {}
+    for name in ("beta", "lr"):
+        vals = common.parse_floats(name, getattr(FLAGS, name))
+        if any(not (np.isfinite(v) and v > 0) for v in vals):
+            raise ValueError(f"--{name}: values must be finite and > 0, got "
+                             f"{getattr(FLAGS, name)!r}")
+        grid[name] = vals
+    methods = common.parse_methods(FLAGS.methods)
+    for m in methods:
+        try:
+            get_method(m, "mdp")
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"--methods: {_one_line(e)}") from None
+    if any(get_method(m, "mdp").exact_step is not None for m in methods):
+        vals = common.parse_floats("eta", FLAGS.eta)
+        if any(not (np.isfinite(v) and v > 0) for v in vals):
+            raise ValueError(f"--eta: values must be finite and > 0, got {FLAGS.eta!r}")
+        grid["eta"] = vals
+    spec = SweepSpec(
+        experiment="tabular_mdp",
+        problem_kind="mdp",
+        methods=methods,
+        grid=grid,
+        num_seeds=common.parse_positive_int("seeds", FLAGS.seeds),
+        cfg=cfg,
+        seed=FLAGS.seed,
+        max_parallel=FLAGS.max_parallel,
+    )
+    return spec, problems, desc
+
+
+def _to64(problem):
+    """The MDP rebuilt in float64 (probability rows renormalized after the cast)."""
+    def norm(a):
+        a = np.asarray(a, np.float64)
+        return a / a.sum(-1, keepdims=True)
+
+    return mdp_env.make_mdp(norm(problem.T), np.asarray(problem.r, np.float64),
+                            norm(problem.rho0), problem.horizon,
+                            ref_policy=norm(problem.ref_policy),
+                            behaviour=norm(problem.behaviour),
+                            discount=np.asarray(problem.discount, np.float64))
+
+
+def j_star(problems, beta: float) -> list[float]:
+    with jax.enable_x64(True):
+        return [float(exact_mdp.soft_optimal(_to64(p), beta).J) for p in problems]
+
+
+def fixed_point_summary(problems, cfg: StaticConfig, enabled: set[str], timings: dict):
+    """``(method, hparams) -> {fixed_point_regret[_by_instance], ...}`` in float64; one
+    compiled solver per method, vmapped over the instances."""
+    from copg_jax.fixed_point import DEFAULT_MAX_LOGIT_RANGE, default_tol, solve_fixed_point
+
+    cache: dict = {}
+
+    def summarize(name: str, hp: dict) -> dict:
+        if name in ANALYTIC_PI_STAR:
+            return {"fixed_point_regret" if len(problems) == 1 else
+                    "fixed_point_regret_by_instance":
+                    0.0 if len(problems) == 1 else [0.0] * len(problems),
+                    "fixed_point_source": "analytic"}
+        if name not in enabled:
+            return {}
+        key = (name, tuple(sorted(hp.items())))
+        if key not in cache:
+            t0 = time.perf_counter()
+            cache[key] = solve(name, hp)
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        per = cache[key]
+        if len(per) == 1:
+            return {**per[0], "fixed_point_source": "solved"}
+        out = {f"{k}_by_instance": [p[k] for p in per] for k in per[0]}
+        return {**out, "fixed_point_source": "solved"}
+
+    def solve(name: str, hp: dict) -> list[dict]:
+        m = get_method(name, "mdp")
+        fcfg = cfg.replace(mode="exact")
+        with jax.enable_x64(True):
+            p64 = [_to64(p) for p in problems]
+            batch = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *p64)
+            h = {k: jnp.asarray(v, jnp.float64) for k, v in m.resolve_hparams(hp).items()}
+            tol = default_tol(jnp.float64)
+
+            def one(p):
+                fp = solve_fixed_point(m, p, h, fcfg, "mdp", tol=tol, warm_steps=2000,
+                                       newton_iters=10,
+                                       max_logit_range=DEFAULT_MAX_LOGIT_RANGE)
+                reg = exact_mdp.regret(p, fp.probs, h["beta"])
+                return reg, fp.converged, fp.residual
+
+            reg, conv, res = jax.jit(jax.vmap(one))(batch)
+            reg, conv, res = (np.asarray(x) for x in (reg, conv, res))
+        return [{"fixed_point_regret": float(reg[i]) if conv[i] else None,
+                 "fixed_point_converged": bool(conv[i]),
+                 "fixed_point_residual": float(res[i])} for i in range(len(problems))]
+
+    return summarize
+
+
+def make_figures(result, desc: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    summary, curves = result.summary, result.curves
+    steps = curves["steps"]
+    grid = summary["grid"]
+    env = desc.get("env")
+    for gi, entry in enumerate(grid):
+        methods = list(entry["methods"])
+        per = {m: curves[f"{m}/regret"][gi] for m in methods}  # [I, S, L]
+        n_inst, n_seeds = next(iter(per.values())).shape[:2]
+        panels = [None] + (list(range(n_inst)) if n_inst > 1 else [])
+        ncols = min(3, len(panels))
+        nrows = -(-len(panels) // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows),
+                                 squeeze=False)
+        for ax, inst in zip(axes.ravel(), panels, strict=False):
+            if inst is None:
+                runs = {m: v.reshape(-1, len(steps)) for m, v in per.items()}
+                fps = {}
+                for m, s in entry["methods"].items():
+                    if "fixed_point_regret" in s:
+                        fps[m] = s["fixed_point_regret"]
+                    elif "fixed_point_regret_by_instance" in s:
+                        vals = s["fixed_point_regret_by_instance"]
+                        fps[m] = None if any(v is None for v in vals) else float(np.mean(vals))
+                title = (f"all {n_inst} instances × {n_seeds} seeds" if n_inst > 1
+                         else f"{n_seeds} seeds")
+            else:
+                runs = {m: v[inst] for m, v in per.items()}
+                fps = {m: (s.get("fixed_point_regret_by_instance") or [None] * n_inst)[inst]
+                       for m, s in entry["methods"].items()}
+                title = f"instance {inst}  (J* = {entry['J_star'][inst]:.3f})"
+            plotting.plot_curves(ax, steps, runs, fps, logy=True)
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("update")
+            ax.set_ylabel("regret  J(π*) − J(π)")
+        for ax in axes.ravel()[len(panels):]:
+            ax.axis("off")
+        axes[0, 0].legend(fontsize=7, ncol=2, loc="lower left")
+        hp = ", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items())
+        fig.suptitle(f"Tabular MDP ({env}; {hp}): regret, mean and 95% CI; dashed = "
+                     "population fixed point (first panel: mean over instances)", fontsize=10)
+        fig.tight_layout()
+        name = "regret.png" if len(grid) == 1 else f"regret_{gi}.png"
+        plotting.save(fig, result.out / name)
+
+
+def main(argv) -> None:
+    del argv
+    t_start = time.perf_counter()
+    spec, problems, desc = build()
+    betas = spec.grid["beta"]
+    jstar = {b: j_star(problems, b) for b in betas}
+    fp_time: dict = {}
+    fp_text = str(FLAGS.fixed_points).strip().lower()
+    solve = (set(spec.methods) if fp_text == "all" else set() if fp_text in ("none", "")
+             else set(common.parse_methods(FLAGS.fixed_points)))
+    unknown = solve - set(spec.methods)
+    if unknown:
+        raise ValueError(f"--fixed_points: {sorted(unknown)} not in --methods={FLAGS.methods}")
+    summarize = fixed_point_summary(problems, spec.cfg, solve, fp_time)
+    extra = {**desc, "num_pairs": spec.cfg.dataset_size}
+    result = sweep(
+        spec, problems, FLAGS.out, resume=FLAGS.resume, overwrite=FLAGS.overwrite,
+        progress=FLAGS.progress, extra_config=extra, method_summary=summarize,
+        summary_extra={"J_star": jstar[betas[0]], "instances": desc},
+    )
+    for entry in result.summary["grid"]:
+        entry["J_star"] = jstar[entry["hparams"]["beta"]]
+    result.summary["fixed_points_not_computed"] = [
+        m for m in spec.methods if m not in solve and m not in ANALYTIC_PI_STAR]
+    result.summary["timing"]["fixed_point_s"] = fp_time
+    result.summary["timing"]["total_s"] = time.perf_counter() - t_start
+    from copg_jax import results as rs
+
+    make_figures(result, desc)
+    result.summary["timing"]["total_s"] = time.perf_counter() - t_start
+    rs.write_json(result.out / rs.SUMMARY, result.summary)
+    t = result.summary["timing"]
+    print(f"J* = {np.round(jstar[betas[0]], 4).tolist()}")
+    for entry in result.summary["grid"]:
+        print("  " + ", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items()))
+        for m, s in entry["methods"].items():
+            lo, hi = s["final_regret_ci95"]
+            fp = s.get("fixed_point_regret", s.get("fixed_point_regret_by_instance"))
+            fps = ("not computed" if "fixed_point_source" not in s
+                   else "not converged" if fp is None
+                   else f"{fp:.4g}" if isinstance(fp, float)
+                   else str([None if x is None else float(f"{x:.3g}") for x in fp]))
+            print(f"    {m:8s} final regret {s['final_regret_mean']:.4g} "
+                  f"[{lo:.4g}, {hi:.4g}]  fixed-point regret {fps}")
+    print(f"compile {t['compile_s']:.1f}s  run {t['run_s']:.1f}s  fixed points "
+          f"{sum(fp_time.values()):.1f}s  total {t['total_s']:.1f}s  -> {result.out}")
+
+
+if __name__ == "__main__":
+    common.run(main)
