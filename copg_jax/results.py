@@ -55,6 +55,18 @@ def atomic_path(path: Path | str):
             os.unlink(tmp)
 
 
+def remove_stale_temporaries(folder: Path | str) -> list[Path]:
+    """Deletes temporaries (``.<name>.*.tmp``) that a killed writer left behind; the files
+    under their final names are untouched (they are only ever replaced by a rename)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.rglob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
@@ -115,6 +127,7 @@ def prepare_folder(out: Path | str, config: dict, *, resume: bool, overwrite: bo
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out: {str(out)!r} exists and is not a folder")
+    remove_stale_temporaries(out)
     cfg_path = out / CONFIG
     fp = fingerprint(config)
     if cfg_path.exists():
