@@ -11,25 +11,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_jobs import run_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("nash_md", "omd", "online_ipo2", "nash_md_pg", "egpo")
 TINY = ["--steps", "20", "--log_every", "10", "--seeds", "2", "--tau", "0.1", "--noprogress"]
-
-
-def _popen(out: Path, *args: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["JAX_PLATFORMS"] = "cpu"
-    cmd = [sys.executable, "-m", "experiments.preference_game", "--out", str(out), *args]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
 
 
 def _skewed(k: int, seed: int) -> np.ndarray:
@@ -70,12 +60,7 @@ def runs(tmp_path_factory):
         "bad_tau": ["--game", "dice", "--steps", "20", "--tau", "0"],
         "bad_game": ["--game", "chess", *TINY],
     }
-    procs = {k: _popen(base / k, *a) for k, a in jobs.items()}
-    results = {}
-    for k, p in procs.items():
-        _, err = p.communicate(timeout=300)
-        results[k] = (p.returncode, err, base / k)
-    return results
+    return run_jobs("experiments.preference_game", base, jobs)
 
 
 def _summary(runs, name):

@@ -12,25 +12,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_jobs import run_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--steps", "20", "--log_every", "10", "--seeds", "2", "--batch_size", "8",
         "--num_pairs", "32", "--horizon", "3", "--noprogress"]
-
-
-def _popen(out: Path, *args: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["JAX_PLATFORMS"] = "cpu"
-    cmd = [sys.executable, "-m", "experiments.tabular_mdp", "--out", str(out), *args]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
 
 
 def _tiny_mdp(S: int = 3, A: int = 2) -> dict:
@@ -66,12 +56,7 @@ def runs(tmp_path_factory):
         "bad_beta": ["--env", "chain", "--beta", "0", *TINY],
         "bad_env": ["--env", "nope", *TINY],
     }
-    procs = {k: _popen(base / k, *a) for k, a in jobs.items()}
-    results = {}
-    for k, p in procs.items():
-        _, err = p.communicate(timeout=300)
-        results[k] = (p.returncode, err, base / k)
-    return results
+    return run_jobs("experiments.tabular_mdp", base, jobs)
 
 
 def _summary(runs, name):
