@@ -13,9 +13,10 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-# The main job: reproduce the CoPG toy bandit figure (results/copg_bandit/).
+# The main job: reproduce the CoPG toy bandit figure into results/copg_bandit/, replacing
+# the committed copy (which a changed default would otherwise protect from overwriting).
 figure: $(STAMP)
-	$(BIN)/python -m experiments.copg_bandit --out results/copg_bandit
+	$(BIN)/python -m experiments.copg_bandit --out results/copg_bandit --overwrite
 
 # The whole test suite.
 test: $(STAMP)

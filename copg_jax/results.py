@@ -164,8 +164,10 @@ def prepare_folder(out: Path | str, config: dict, *, resume: bool, overwrite: bo
 
 def _config_diff(old: dict, new: dict) -> str:
     keys = sorted(set(old) | set(new))
-    diffs = [k for k in keys if json.dumps(old.get(k), default=_json_default, sort_keys=True)
-             != json.dumps(new.get(k), default=_json_default, sort_keys=True)]
+    def enc(d, k):
+        return (k in d, json.dumps(d.get(k), default=_json_default, sort_keys=True))
+
+    diffs = [k for k in keys if enc(old, k) != enc(new, k)]
     return ", ".join(diffs[:6]) or "fingerprint"
 
 
