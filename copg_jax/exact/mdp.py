@@ -150,7 +150,8 @@ def _plogratio(pi: jax.Array, log_ref: jax.Array) -> jax.Array:
     """``π ln(π/π_ref)`` with ``0 ln 0 = 0``, gradient-safe at ``π = 0``."""
     pos = pi > 0
     log_pi = jnp.log(jnp.where(pos, pi, 1.0))
-    return jnp.where(pos, pi * (log_pi - log_ref), 0.0)
+    # A NaN probability gives NaN (a diverged policy must not look like π = 0).
+    return jnp.where(pos, pi * (log_pi - log_ref), jnp.where(pi == pi, 0.0, pi))
 
 
 @jax.jit

@@ -39,6 +39,11 @@ def sample_categorical(key: jax.Array, probs: jax.Array, shape: tuple[int, ...])
     u = jax.random.uniform(key, shape, dtype=probs.dtype)
     cdf = jnp.cumsum(probs)
     idx = jnp.sum(u[..., None] >= cdf[:-1], axis=-1)
+    # The cumulative sum can round below 1 before a trailing zero-probability arm; a draw
+    # landing there goes to the last arm with positive probability (others are unchanged).
+    k = probs.shape[-1]
+    last_pos = k - 1 - jnp.argmax(probs[::-1] > 0)
+    idx = jnp.where(probs[idx] > 0, idx, last_pos)
     return idx.astype(jnp.int32)
 
 

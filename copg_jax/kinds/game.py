@@ -49,7 +49,9 @@ def kl_from_logs(log_p: Array, log_q: Array) -> Array:
     h_small = ds * ds * (0.5 + ds * (-1 / 6 + ds * (1 / 24 + ds * (-1 / 120 + ds / 720))))
     h = jnp.where(small, h_small, h)
     term = jnp.where(d < -30.0, jnp.exp(log_q) + p * (d - 1.0), p * h)
-    return jnp.sum(jnp.where(finite, term, jnp.exp(log_q)))
+    # A NaN in log p (a broken target) must show as NaN, not as a zero-mass term.
+    nan = jnp.sum(jnp.where(jnp.isnan(log_p), jnp.nan, 0.0))
+    return jnp.sum(jnp.where(finite, term, jnp.exp(log_q))) + nan
 
 
 def _metrics(problem: PreferenceGame, logits, avg_probs, hp, target) -> dict:
