@@ -9,9 +9,10 @@ dropped (a different remainder every epoch).
 Shuffling is the cost that dominates offline training on a CPU, so it is done with
 single-operand sorts of packed ``uint32`` words (random high bits, item index in the low
 bits), which XLA sorts several times faster than a key/value sort. On the CPU backend the
-sort itself is handed to NumPy (``jax.pure_callback``): NumPy's vectorized (SIMD) sort of
-``uint32`` is 14-25x faster than XLA:CPU's comparator sort (measured 1.9 ms vs 26-47 ms
-for 100 x 10⁴ words, see BENCHMARKS.md). The packed words are distinct, so every correct
+sort itself is handed to NumPy (:mod:`copg_jax.host_sort`, a host callback safe on several
+CPU devices): NumPy's vectorized (SIMD) sort of ``uint32`` is 14-25x faster than
+XLA:CPU's comparator sort (measured 1.9 ms vs 26-47 ms for 100 x 10⁴ words, see
+BENCHMARKS.md). The packed words are distinct, so every correct
 sort returns the same array: the permutation is bit-identical either way. Ties in the random
 bits are broken by the previous round's order; like ``jax.random.permutation``, enough
 rounds are used that a pair of items tied in every round is negligible
@@ -25,8 +26,9 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
+
+from copg_jax.host_sort import sort_u32
 
 Array = jax.Array
 
@@ -35,18 +37,6 @@ def shuffle_rounds(n: int) -> int:
     idx_bits = max(1, (n - 1).bit_length())
     rand_bits = 32 - idx_bits
     return max(1, math.ceil(2 * math.log(max(n, 2)) / (rand_bits * math.log(2))))
-
-
-def _np_sort(x):
-    return np.sort(np.asarray(x), axis=-1)
-
-
-def sort_u32(x: Array) -> Array:
-    """Ascending sort of distinct ``uint32`` words along the last axis (see module doc)."""
-    if jax.default_backend() != "cpu":
-        return jnp.sort(x, axis=-1)
-    return jax.pure_callback(_np_sort, jax.ShapeDtypeStruct(x.shape, x.dtype), x,
-                             vmap_method="expand_dims")
 
 
 def permutation(key: Array, n: int) -> Array:

@@ -2,8 +2,9 @@
 
 For every method the whole sweep is ONE compiled program (plus one for initialization):
 grid points, instances and seeds are flattened into a single "runs" axis that is
-``vmap``-ed, and that axis is sharded over all devices (``NamedSharding`` on a 1-D
-``Mesh``), padded to a multiple of the device count. Hyperparameter values are array
+``vmap``-ed, and that axis is split over all devices (``shard_map`` on a 1-D ``Mesh``:
+each device runs the vmapped program on its own block, with no communication), padded to
+a multiple of the device count. Hyperparameter values are array
 leaves, so the number of grid values or seeds never triggers a recompilation; only the
 static configuration (sizes, steps, batch size, optimizer) does.
 
@@ -257,21 +258,34 @@ def run_methods(
             "the operation that produced it"
         )
 
+    # Runs are independent: each device maps the per-run program over its own block of
+    # the runs axis (``shard_map``), so the program has no cross-device communication and
+    # host callbacks (the CPU sort in copg_jax.data) run on every device's own shard.
+    mesh, sharded, _ = _mesh()
+    runs, whole = PartitionSpec("runs"), PartitionSpec()
+
     def init_fn(problem, hps, key):
         TRACE_COUNTS[(label, "init")] += 1
-        return jax.vmap(lambda p, h, k: train.init_group(group, p, h, k))(problem, hps, key)
+
+        def local(p, h, k):
+            return jax.vmap(lambda p1, h1, k1: train.init_group(group, p1, h1, k1))(p, h, k)
+
+        return jax.shard_map(local, mesh=mesh, in_specs=runs, out_specs=runs,
+                             check_vma=False)(problem, hps, key)
 
     def chunk_fn(problem, hps, gstate, targets, start):
         TRACE_COUNTS[(label, "chunk")] += 1
 
-        def one(p, h, g, tg):
-            return train.run_group_chunk(group, p, h, g, tg, start, lpc)
+        def local(p, h, g, tg, st):
+            def one(p1, h1, g1, tg1):
+                return train.run_group_chunk(group, p1, h1, g1, tg1, st, lpc)
 
-        return jax.vmap(one)(problem, hps, gstate, targets)
+            return jax.vmap(one)(p, h, g, tg)
 
-    # Every output has the runs axis first; pinning its sharding keeps the chunk program's
-    # inputs (init outputs, chunk outputs, restored checkpoints) sharded alike.
-    _, sharded, _ = _mesh()
+        return jax.shard_map(local, mesh=mesh, in_specs=(runs, runs, runs, runs, whole),
+                             out_specs=runs, check_vma=False)(problem, hps, gstate, targets,
+                                                              start)
+
     t_compile = t_run = 0.0
     metrics_out: dict[str, dict[str, np.ndarray]] | None = None
     start_slice, start_chunk, saved_state = 0, 0, None
@@ -370,6 +384,7 @@ def sweep(
     method_summary: Callable[[str, dict[str, float]], dict] | None = None,
     summary_extra: Mapping[str, Any] | None = None,
     check_nans: bool = False,
+    on_start: Callable[[], None] | None = None,
 ) -> SweepResult:
     """Runs the sweep and (if ``out``) writes ``summary.json`` and ``curves.npz``.
 
@@ -388,6 +403,8 @@ def sweep(
         grid point (hparams), instance, seed and the first logged step where it appears
         (the chunk is not checkpointed). It costs one host-side scan of the chunk's
         metrics. For the operation that produced it, rerun with ``JAX_DEBUG_NANS=1``.
+      on_start: called once everything is validated and the results folder accepted,
+        before compiling (e.g. to start work that overlaps the sweep).
     """
     methods = validate(spec)
     problem_list = list(problems) if isinstance(problems, list | tuple) else [problems]
@@ -403,6 +420,8 @@ def sweep(
         ckpt_dir.mkdir(parents=True, exist_ok=True)
 
     curves: dict[str, np.ndarray] = {}
+    if on_start is not None:
+        on_start()
     if progress:
         names = ", ".join(m.name for m in methods)
         print(f"[{spec.experiment}] {names}: {len(spec.grid_points())} grid points x "

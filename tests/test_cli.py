@@ -48,6 +48,7 @@ BAD = {
     "--rewards=1,nan,2": "rewards",
     "--seeds=abc": "seeds",  # rejected by absl's integer flag parser
     "--no_such_flag=1": "no_such_flag",
+    "--cpu_devices=0": "cpu_devices",
 }
 
 
@@ -125,3 +126,20 @@ def test_small_run_writes_results(tmp_path):
         np.testing.assert_allclose(reg[..., -1].mean(),
                                    entry["methods"][name]["final_regret_mean"], rtol=1e-5)
     assert "J* =" in stdout
+
+
+def test_cpu_devices_split_the_runs_and_agree_with_one_device(tmp_path):
+    """--cpu_devices 2 (the host-sort shuffle on two CPU devices at once, which deadlocked
+    with jax.pure_callback) gives the 1-device curves to float32 rounding."""
+    args = ["--seeds", "4", "--epochs", "3", "--num_pairs", "512", "--batch_size", "128",
+            "--methods", "copg,ipo,is_pg,rloo", "--noprogress", "--compile_cache="]
+    procs = {n: _popen(_cmd(tmp_path / f"d{n}", *args, f"--cpu_devices={n}")) for n in (1, 2)}
+    for n, p in procs.items():
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, f"{n} devices: {err[-3000:]}"
+    one = rs.read_npz(tmp_path / "d1" / rs.CURVES)
+    two = rs.read_npz(tmp_path / "d2" / rs.CURVES)
+    assert json.loads((tmp_path / "d2" / rs.SUMMARY).read_text())["devices"] == [
+        "cpu:0", "cpu:1"]
+    for k in one:
+        np.testing.assert_allclose(two[k], one[k], rtol=1e-5, atol=1e-7, err_msg=k)
