@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from copg_jax import batch_counts
 from copg_jax import data as data_lib
 from copg_jax.algos.base import Method, StaticConfig
 from copg_jax.dtypes import as_float
@@ -112,19 +113,41 @@ def _sample_batch(method: Method, problem, hp, cfg: StaticConfig, state, aux, ke
     return offline
 
 
-def _direction(method, problem, hp, cfg, logits, aux, batch):
+def _count(method, problem, cfg, batch, offline, offline_count):
+    """Counts of distinct groups of ``batch`` if the method's direction may use them."""
+    if batch is None or not batch_counts.applies(method, problem, cfg, "pref" in batch):
+        return None
+    if batch is offline and offline_count is not None:
+        return offline_count  # computed once for every method sharing the minibatch
+    return batch_counts.counts(batch, problem.rewards.shape[-1], problem.rewards.dtype)
+
+
+def _direction(method, problem, hp, cfg, logits, aux, batch, count=None):
     if cfg.mode == "exact":
         return method.expected(logits, problem, hp, aux, cfg)
+    if count is not None:
+        return batch_counts.direction(method, logits, problem, hp, count, aux, cfg)
     return method.estimate(logits, problem, hp, batch, aux, cfg)
 
 
+def offline_counts(group_methods, group_cfgs, problem, batch):
+    """Counts of the shared minibatch, if any method of the group uses them (else None)."""
+    if batch is None or not any(
+        uses_dataset(m, c) and batch_counts.applies(m, problem, c, "pref" in batch)
+        for m, c in zip(group_methods, group_cfgs, strict=True)
+    ):
+        return None
+    return batch_counts.counts(batch, problem.rewards.shape[-1], problem.rewards.dtype)
+
+
 def train_step(method: Method, problem, hp, cfg: StaticConfig, state: TrainState, t,
-               offline_batch=None, offline_batch2=None) -> TrainState:
+               offline_batch=None, offline_batch2=None, offline_count=None) -> TrainState:
     """One update at step index ``t`` (an unbatched int32 scalar).
 
     ``offline_batch`` (and ``offline_batch2``, the look-ahead batch of extragradient
     methods) is the current minibatch of the shared offline dataset, if the method uses
-    one."""
+    one; ``offline_count`` its counts of distinct groups (:mod:`copg_jax.batch_counts`),
+    computed once for all methods of a group."""
     kind = get_kind(method.problem)
     key = jax.random.fold_in(state.key, t)
     aux, opt_state = state.aux, state.opt_state
@@ -137,14 +160,16 @@ def train_step(method: Method, problem, hp, cfg: StaticConfig, state: TrainState
         batch = None
         if cfg.mode == "sampled":
             batch = _sample_batch(method, problem, hp, cfg, state, aux, k1, offline_batch)
-        direction = _direction(method, problem, hp, cfg, state.logits, aux, batch)
+        count = _count(method, problem, cfg, batch, offline_batch, offline_count)
+        direction = _direction(method, problem, hp, cfg, state.logits, aux, batch, count)
         if method.lookahead:
             # Extragradient: g(θ + lr·g(θ)) applied from θ, with a fresh batch (EGPO).
             ahead = state.logits + hp["lr"] * direction
             if cfg.mode == "sampled":
                 batch = _sample_batch(method, problem, hp, cfg, state.replace(logits=ahead),
                                       aux, k2, offline_batch2)
-            direction = _direction(method, problem, hp, cfg, ahead, aux, batch)
+            count = _count(method, problem, cfg, batch, offline_batch2, None)
+            direction = _direction(method, problem, hp, cfg, ahead, aux, batch, count)
         updates, opt_state = make_optimizer(cfg).update(-direction, opt_state, state.logits)
         logits = optax.apply_updates(state.logits, updates)
     n = (state.step + 1).astype(logits.dtype)
@@ -220,9 +245,10 @@ def run_group_chunk(group: Group, problem, hps: Sequence, gstate: GroupState, ta
             b1, data = data_lib.next_batch(data, t, d.batch_size)
             if lookahead:
                 b2 = b1  # look-ahead reuses the minibatch when data are offline
+        c1 = offline_counts(group.methods, group.cfgs, problem, b1)
         states = tuple(
             train_step(m, problem, hp, c, st, t, b1 if uses_dataset(m, c) else None,
-                       b2 if uses_dataset(m, c) else None)
+                       b2 if uses_dataset(m, c) else None, c1 if uses_dataset(m, c) else None)
             for m, c, hp, st in zip(group.methods, group.cfgs, hps, gs.states, strict=True)
         )
         return GroupState(states, data), None

@@ -411,7 +411,7 @@ for _name, _kind, _extra in (
 ):
     register(Method(_name, "bandit", {**_LR, **_extra}, f"Importance-sampled PG ({_kind}).",
                     estimate=is_estimate_with(_kind), expected=is_expected_with(_kind),
-                    num_samples_free=True))
+                    num_samples_free=True, decomposable=_kind != "self_normalized"))
 register(Method("rloo", "bandit", _LR, "On-policy RLOO on R_β^π.", on_policy=True,
                 estimate=rloo_estimate, expected=rloo_expected, sample=on_policy_sample,
                 num_samples_free=True))

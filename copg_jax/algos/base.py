@@ -138,6 +138,9 @@ class Method:
       lookahead: extragradient: evaluate the direction at a look-ahead point
         ``θ + lr·g(θ)`` and apply it from ``θ`` (EGPO).
       num_samples_free: accepts ``cfg.num_samples > 2``.
+      decomposable: ``estimate`` is a mean over the groups of a batch of a per-group term
+        (False e.g. for self-normalized IS); such bandit estimates may be computed from
+        counts of distinct groups (:mod:`copg_jax.batch_counts`).
     """
 
     name: str
@@ -153,6 +156,7 @@ class Method:
     pre_step: Callable[..., Any] | None = None
     lookahead: bool = False
     num_samples_free: bool = False
+    decomposable: bool = True
 
     def __post_init__(self):
         v.check_choice("problem", self.problem, PROBLEM_KINDS)
