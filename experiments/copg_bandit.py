@@ -26,6 +26,8 @@ its β, and the top level repeats them for the first β value.
 
 from __future__ import annotations
 
+import threading
+
 import jax
 import numpy as np
 from absl import flags
@@ -35,7 +37,7 @@ from copg_jax.algos.base import StaticConfig
 from copg_jax.algos.registry import get_method
 from copg_jax.envs import bandit as bandit_env
 from copg_jax.exact import bandit as exact_bandit
-from copg_jax.sweep import SweepSpec, sweep
+from copg_jax.sweep import SweepSpec, sweep, validate
 from experiments import common
 
 FIGURE_METHODS = "copg,ipo,pg,pg_value_baseline,is_pg,is_pg_truncated,rloo,md"
@@ -133,38 +135,76 @@ def build(argv=None):
 
 def fixed_point_summary(problems, cfg: StaticConfig):
     """``(method, hparams) -> {fixed_point, fixed_point_regret, fixed_point_converged}``,
-    solved in float64 for each method's exact (expected) update."""
-    from copg_jax.fixed_point import fixed_point
+    solved in float64 for each method's exact (expected) update.
+
+    ``summarize.prefetch(spec)`` solves every (method, grid point, instance) of a sweep
+    in a background thread, one compiled program per grid point and instance for all
+    methods (:func:`copg_jax.fixed_point.fixed_points`), so the solves overlap the sweep;
+    ``summarize`` then waits for it and reads the cache (or solves what is missing)."""
+    from copg_jax.fixed_point import fixed_points
 
     cache: dict = {}
+    worker: list[threading.Thread] = []
 
-    def summarize(name: str, hp: dict) -> dict:
-        per = [one(problem, name, hp) for problem in problems]
-        if len(per) == 1:
-            return per[0]
-        return {f"{k}_by_instance": [p[k] for p in per] for k in per[0]}
+    def key_of(problem, name: str, hp: dict):
+        return (id(problem), name, tuple(sorted(hp.items())))
 
-    def one(problem, name: str, hp: dict) -> dict:
-        key = (id(problem), name, tuple(sorted(hp.items())))
-        if key not in cache:
-            with jax.enable_x64(True):
-                p64 = bandit_env.make_bandit(
-                    *(np.asarray(a, np.float64) for a in (problem.rewards, problem.ref_probs,
-                                                          problem.mu1, problem.mu2))
-                )
-                m = get_method(name, "bandit")
-                fcfg = cfg.replace(mode="exact")
-                fp = fixed_point(m, p64, hp, fcfg, problem_kind="bandit")
+    def solve(problem, todo: list[tuple[str, dict]]) -> None:
+        with jax.enable_x64(True):
+            p64 = bandit_env.make_bandit(
+                *(np.asarray(a, np.float64) for a in (problem.rewards, problem.ref_probs,
+                                                      problem.mu1, problem.mu2))
+            )
+            fcfg = cfg.replace(mode="exact")
+            fps = fixed_points([get_method(n, "bandit") for n, _ in todo], p64,
+                               [hp for _, hp in todo], fcfg, problem_kind="bandit")
+            for (name, hp), fp in zip(todo, fps, strict=True):
                 probs = np.asarray(fp.probs, np.float64)
                 reg = float(exact_bandit.regret(p64, fp.probs, hp["beta"]))
-                cache[key] = {
+                cache[key_of(problem, name, hp)] = {
                     "fixed_point": probs.tolist() if fp.converged else None,
                     "fixed_point_regret": reg if fp.converged else None,
                     "fixed_point_converged": bool(fp.converged),
                     "fixed_point_residual": float(fp.residual),
                 }
-        return cache[key]
 
+    def prefetch(spec: SweepSpec) -> None:
+        def solve_all():
+            try:
+                solve_grid()
+            except Exception:  # noqa: BLE001 - summarize solves it again and raises there
+                pass
+
+        def solve_grid():
+            for point in spec.grid_points():
+                todo = []
+                for name in spec.methods:
+                    m = get_method(name, "bandit")
+                    todo.append((name, {k: float(v) for k, v in
+                                        m.resolve_hparams({**spec.hparams, **point}).items()}))
+                for problem in problems:
+                    solve(problem, todo)
+
+        worker.append(threading.Thread(target=solve_all, daemon=True))
+        worker[0].start()
+
+    def summarize(name: str, hp: dict) -> dict:
+        wait()  # an error in the thread re-raises below, in this thread
+        per = []
+        for problem in problems:
+            if key_of(problem, name, hp) not in cache:
+                solve(problem, [(name, hp)])
+            per.append(cache[key_of(problem, name, hp)])
+        if len(per) == 1:
+            return per[0]
+        return {f"{k}_by_instance": [p[k] for p in per] for k in per[0]}
+
+    def wait() -> None:
+        while worker:
+            worker.pop().join()
+
+    summarize.prefetch = prefetch
+    summarize.wait = wait
     return summarize
 
 
@@ -243,6 +283,7 @@ def main(argv) -> None:
     del argv
     spec, problems, extra = build()
     problem = problems[0]
+    validate(spec)  # bad input fails here, before any solve starts
     summarize = fixed_point_summary(problems, spec.cfg)
     targets = []
     for point in spec.grid_points():
@@ -252,12 +293,15 @@ def main(argv) -> None:
             "pi_star": np.asarray(exact_bandit.optimal_policy(problem, b), np.float64).tolist(),
             "J_star": float(exact_bandit.optimal_value(problem, b)),
         })
-    result = sweep(
-        spec, problems, FLAGS.out, resume=FLAGS.resume, overwrite=FLAGS.overwrite,
-        progress=FLAGS.progress, extra_config=extra, method_summary=summarize,
-        summary_extra={"pi_star": targets[0]["pi_star"], "J_star": targets[0]["J_star"]},
-        check_nans=FLAGS.check_nans,
-    )
+    try:
+        result = sweep(
+            spec, problems, FLAGS.out, resume=FLAGS.resume, overwrite=FLAGS.overwrite,
+            progress=FLAGS.progress, extra_config=extra, method_summary=summarize,
+            summary_extra={"pi_star": targets[0]["pi_star"], "J_star": targets[0]["J_star"]},
+            check_nans=FLAGS.check_nans, on_start=lambda: summarize.prefetch(spec),
+        )
+    finally:
+        summarize.wait()  # never exit while the solver thread is inside XLA
     for entry, tg in zip(result.summary["grid"], targets, strict=True):
         entry.update(pi_star=tg["pi_star"], J_star=tg["J_star"])
     from copg_jax import results as rs
