@@ -491,3 +491,22 @@ def test_paper_run_qualitative_claims():
     assert final["pg"] > UNIFORM_REGRET, final  # PG without baseline: regret increases
     assert final["ipo"] > 0.05, final
     assert abs(final["ipo"] - ipo_fp_regret) < 0.02, (final, ipo_fp_regret)
+
+
+@pytest.mark.parametrize("k", [17, 100, 1000])
+def test_binary_search_sampling_draws_the_same_arms_as_comparing_with_every_cdf_entry(k):
+    """Above SEARCH_ABOVE arms, sample_categorical binary-searches the CDF; the draws equal
+    counting CDF entries ≤ u one by one, including zero-probability arms (never drawn)."""
+    from copg_jax.kinds import bandit as kb
+
+    assert k > kb.SEARCH_ABOVE
+    p = jax.nn.softmax(3 * jax.random.normal(jax.random.PRNGKey(k), (k,)))
+    p = p.at[::7].set(0.0)
+    p = p / p.sum()
+    key = jax.random.PRNGKey(1)
+    got = kb.sample_categorical(key, p, (100_000,))
+    u = jax.random.uniform(key, (100_000,), dtype=p.dtype)
+    count = np.sum(np.asarray(u)[:, None] >= np.asarray(jnp.cumsum(p))[:-1], axis=-1)
+    count = np.where(np.asarray(p)[count] > 0, count, k - 1 - np.argmax(np.asarray(p)[::-1] > 0))
+    np.testing.assert_array_equal(got, count)
+    assert np.all(np.asarray(p)[np.asarray(got)] > 0)
