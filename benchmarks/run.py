@@ -34,6 +34,13 @@ def worker(name: str, quick: bool) -> dict:
 
     if name == "W1":
         return w.paper_bandit()
+    if name == "W1_2dev":
+        import jax
+
+        jax.config.update("jax_num_cpu_devices", 2)
+        return w.paper_bandit()
+    if name.startswith("W1_cli"):
+        return cli_paper_figure(2 if name.endswith("_2dev") else 1)
     if name == "W1_numpy":
         epochs = 5 if quick else 20
         bd = nb.BanditNP(PAPER["rewards"], PAPER["ref"], PAPER["mu1"], PAPER["mu2"])
@@ -71,6 +78,33 @@ def worker(name: str, quick: bool) -> dict:
         k = int(name.split("_")[1])
         return w.fresh_bandit(num_actions=k, seeds=256, steps=500, methods=("copg",))
     raise ValueError(name)
+
+
+def cli_paper_figure(cpu_devices: int) -> dict:
+    """``python -m experiments.copg_bandit`` (the README's main job: sweep, float64 fixed
+    points, figure, results) as a user runs it, timed from process start to exit: once with
+    an empty compilation cache (cold, a first run) and once more with it filled (warm)."""
+    import re
+    import tempfile
+    import time
+
+    rec: dict = {"updates": 1900 * 100 * 8}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label in ("cold", "warm"):
+            cmd = [sys.executable, "-m", "experiments.copg_bandit", "--out", f"{tmp}/out",
+                   "--overwrite", "--noprogress", f"--compile_cache={tmp}/cache",
+                   f"--cpu_devices={cpu_devices}"]
+            t0 = time.perf_counter()
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            if p.returncode:
+                return {"error": p.stderr[-2000:]}
+            m = re.search(r"compile ([\d.]+)s\s+run ([\d.]+)s", p.stdout)
+            key = "" if label == "cold" else "_warm"
+            rec[f"wall{key}_s"] = wall
+            if m:
+                rec[f"compile{key}_s"], rec[f"run{key}_s"] = float(m[1]), float(m[2])
+    return rec
 
 
 def run_child(name: str, quick: bool) -> dict:
@@ -149,6 +183,12 @@ def main(argv=None) -> None:
     if "W1" in only:
         j, n = go("W1"), go("W1_numpy")
         add("W1 paper fig (8 meth, 100 seeds)", j, n)
+        add("W1 same, 2 CPU devices", go("W1_2dev"), n)
+        for name, label in (("W1_cli", "W1 CLI end to end"), ("W1_cli_2dev", "W1 CLI, 2 devices")):
+            c = go(name)
+            add(f"{label} (cold cache)", c, n)
+            add(f"{label} (warm cache)", {k.replace("_warm", ""): v for k, v in c.items()
+                                          if k.endswith("_warm_s") or k == "updates"}, n)
         add("W1 NumPy baseline", {**n, "wall_s": n.get("run_s")})
     if "W2" in only:
         j, n = go("W2"), go("W2_numpy")
