@@ -104,6 +104,7 @@ def cli_paper_figure(cpu_devices: int) -> dict:
             rec[f"wall{key}_s"] = wall
             if m:
                 rec[f"compile{key}_s"], rec[f"run{key}_s"] = float(m[1]), float(m[2])
+    rec["peak_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     return rec
 
 
@@ -157,7 +158,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.worker:
         rec = worker(args.worker, args.quick)
-        rec["peak_mb"] = _peak_mb()
+        rec["peak_mb"] = rec.get("peak_mb") or _peak_mb()
         print("RESULT " + json.dumps(rec), flush=True)
         return
     only = set((args.only or "W1,W2,W3,W4,scaling").split(","))
