@@ -68,19 +68,40 @@ def init_data(dataset: dict, shuffle_key: Array) -> DataState:
     return DataState(dataset, jnp.arange(n, dtype=jnp.int32), shuffle_key)
 
 
-def next_batch(data: DataState, t: Array, batch_size: int) -> tuple[dict, DataState]:
+def uses_host_sort(n: int) -> bool:
+    """Whether :func:`permutation` of ``n`` items calls NumPy (a host callback: programs
+    that contain one are not kept by JAX's persistent compilation cache)."""
+    return n <= 2**16 and jax.default_backend() == "cpu"
+
+
+def epoch_permutations(shuffle_key: Array, first_epoch: Array, num_epochs: int,
+                       n: int) -> Array:
+    """``[num_epochs, n]``: the permutations :func:`next_batch` draws for epochs
+    ``first_epoch, first_epoch + 1, ...`` (the same arrays, computed ahead)."""
+    epochs = first_epoch + jnp.arange(num_epochs, dtype=jnp.int32)
+    # One epoch at a time (lax.map): vmapping over epochs too was 2x slower on CPU.
+    return jax.lax.map(lambda e: permutation(jax.random.fold_in(shuffle_key, e), n), epochs)
+
+
+def next_batch(data: DataState, t: Array, batch_size: int, perms: Array | None = None,
+               first_epoch: Array | None = None) -> tuple[dict, DataState]:
     """The minibatch of update ``t``; reshuffles at the start of every epoch.
 
     ``t`` must be unbatched under ``vmap`` (it is the same for every run), so that the
-    reshuffle stays a real ``lax.cond`` branch taken once per epoch."""
+    reshuffle stays a real ``lax.cond`` branch taken once per epoch. With ``perms`` (from
+    :func:`epoch_permutations`, starting at the unbatched ``first_epoch``) the new
+    epoch's permutation is read from it instead of being computed here: the same numbers,
+    and a program without the host sort."""
     n = data.perm.shape[0]
     spe = n // batch_size
     epoch, pos = t // spe, t % spe
-    perm = jax.lax.cond(
-        pos == 0,
-        lambda: permutation(jax.random.fold_in(data.shuffle_key, epoch), n),
-        lambda: data.perm,
-    )
+    if perms is None:
+        def fresh():
+            return permutation(jax.random.fold_in(data.shuffle_key, epoch), n)
+    else:
+        def fresh():
+            return jax.lax.dynamic_index_in_dim(perms, epoch - first_epoch, keepdims=False)
+    perm = jax.lax.cond(pos == 0, fresh, lambda: data.perm)
     idx = jax.lax.dynamic_slice_in_dim(perm, pos * batch_size, batch_size)
     batch = jax.tree_util.tree_map(lambda a: jnp.take(a, idx, axis=0), data.dataset)
     return batch, data.replace(perm=perm)

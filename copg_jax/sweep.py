@@ -40,6 +40,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import copg_jax
 import copg_jax.kinds
+from copg_jax import data as data_lib
 from copg_jax import results as rs
 from copg_jax import train
 from copg_jax.algos.base import Method, StaticConfig
@@ -139,6 +140,9 @@ def validate(spec: SweepSpec) -> list[Method]:
 
 def _stack(problems: Sequence[Any]):
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *problems)
+
+
+PERMS_MAX_BYTES = 1 << 30  # epoch permutations computed ahead per chunk, at most
 
 
 def _mesh() -> tuple[Mesh, NamedSharding, NamedSharding]:
@@ -273,18 +277,39 @@ def run_methods(
         return jax.shard_map(local, mesh=mesh, in_specs=runs, out_specs=runs,
                              check_vma=False)(problem, hps, key)
 
-    def chunk_fn(problem, hps, gstate, targets, start):
+    # On CPU the epoch shuffle calls NumPy (a host callback), and JAX's persistent cache
+    # does not keep programs with host callbacks. So each chunk's permutations come from
+    # a small program of their own, and the big chunk program stays cacheable (same
+    # numbers: the permutations depend only on the run's key and the epoch).
+    d = group.data_cfg
+    steps_pc = lpc * cfg.log_every
+    n_ep = 0
+    if d is not None and data_lib.uses_host_sort(d.dataset_size):
+        n_ep = max(train.chunk_epochs(group, c * steps_pc, lpc)[1] for c in range(n_chunks))
+        if par * n_ep * d.dataset_size * 4 > PERMS_MAX_BYTES:
+            n_ep = 0  # too large to hold: shuffle inside the chunk program
+
+    def perm_fn(shuffle_keys, first_epoch):
+        def local(keys, first):
+            return jax.vmap(lambda k: data_lib.epoch_permutations(k, first, n_ep,
+                                                                  d.dataset_size))(keys)
+
+        return jax.shard_map(local, mesh=mesh, in_specs=(runs, whole), out_specs=runs,
+                             check_vma=False)(shuffle_keys, first_epoch)
+
+    def chunk_fn(problem, hps, gstate, targets, start, *perms):
         TRACE_COUNTS[(label, "chunk")] += 1
 
-        def local(p, h, g, tg, st):
-            def one(p1, h1, g1, tg1):
-                return train.run_group_chunk(group, p1, h1, g1, tg1, st, lpc)
+        def local(p, h, g, tg, st, *pm):
+            def one(p1, h1, g1, tg1, *pm1):
+                return train.run_group_chunk(group, p1, h1, g1, tg1, st, lpc, *pm1)
 
-            return jax.vmap(one)(p, h, g, tg)
+            return jax.vmap(one)(p, h, g, tg, *pm)
 
-        return jax.shard_map(local, mesh=mesh, in_specs=(runs, runs, runs, runs, whole),
+        return jax.shard_map(local, mesh=mesh,
+                             in_specs=(runs, runs, runs, runs, whole) + (runs,) * len(perms),
                              out_specs=runs, check_vma=False)(problem, hps, gstate, targets,
-                                                              start)
+                                                              start, *perms)
 
     t_compile = t_run = 0.0
     metrics_out: dict[str, dict[str, np.ndarray]] | None = None
@@ -298,7 +323,7 @@ def run_methods(
                 metrics_out.setdefault(mname, {})[metric] = v
         start_slice, start_chunk = int(saved["slice"]), int(saved["chunk"])
         saved_state = {k[len("s/"):]: v for k, v in saved.items() if k.startswith("s/")}
-    init_c = chunk_c = None
+    init_c = chunk_c = perm_c = None
     for sl in range(start_slice, n_slices):
         rows = slice(sl * par, (sl + 1) * par)
         inst = i_idx[rows]
@@ -329,15 +354,25 @@ def run_methods(
                 nan_check(m0, rows, 0)
         if chunk_c is None:
             t0 = time.perf_counter()
-            chunk_c = jax.jit(chunk_fn, out_shardings=sharded).lower(problem, hps, gstate, targets,
-                                              jnp.int32(0)).compile()
+            perms0 = ()
+            if n_ep:
+                perm_c = jax.jit(perm_fn, out_shardings=sharded).lower(
+                    gstate.data.shuffle_key, jnp.int32(0)).compile()
+                perms0 = (jax.ShapeDtypeStruct((par, n_ep, d.dataset_size), jnp.int32,
+                                               sharding=sharded),)
+            chunk_c = jax.jit(chunk_fn, out_shardings=sharded).lower(
+                problem, hps, gstate, targets, jnp.int32(0), *perms0).compile()
             t_compile += time.perf_counter() - t0
         prog = _Progress(f"runs {rows.start}-{min(rows.stop, n)} of {n}", cfg.num_steps,
                          progress)
         for c in range(chunk0, n_chunks):
             t0 = time.perf_counter()
-            gstate, ms = chunk_c(problem, hps, gstate, targets,
-                                 jnp.int32(c * lpc * cfg.log_every))
+            start = c * steps_pc
+            perms = ()
+            if n_ep:
+                first = train.chunk_epochs(group, start, lpc)[0]
+                perms = (perm_c(gstate.data.shuffle_key, jnp.int32(first)),)
+            gstate, ms = chunk_c(problem, hps, gstate, targets, jnp.int32(start), *perms)
             jax.block_until_ready(ms)
             t_run += time.perf_counter() - t0
             if check_nans:

@@ -231,18 +231,33 @@ def init_group(group: Group, problem, hps: Sequence, key) -> tuple[GroupState, t
     return GroupState(tuple(states), data), tuple(targets), m0
 
 
+def chunk_epochs(group: Group, start: int, num_logs: int) -> tuple[int, int]:
+    """``(first, count)``: the epochs of the offline data that the updates
+    ``start .. start + num_logs·log_every − 1`` draw from (see ``perms`` below)."""
+    d = group.data_cfg
+    spe = d.steps_per_epoch
+    end = start + num_logs * group.cfgs[0].log_every - 1
+    return start // spe, end // spe - start // spe + 1
+
+
 def run_group_chunk(group: Group, problem, hps: Sequence, gstate: GroupState, targets, start,
-                    num_logs: int):
+                    num_logs: int, perms=None):
     """``num_logs × log_every`` updates of every method from step ``start``; metrics
-    ``{method: {metric: [num_logs]}}`` after each chunk. ``start`` must be unbatched."""
+    ``{method: {metric: [num_logs]}}`` after each chunk. ``start`` must be unbatched.
+
+    ``perms``: optionally the offline data's epoch permutations for the epochs from
+    ``start // steps_per_epoch`` on (:func:`copg_jax.data.epoch_permutations`, at least
+    :func:`chunk_epochs` of them), computed by the caller: the same numbers, and a chunk
+    program without the CPU host sort (which JAX's persistent cache cannot hold)."""
     d = group.data_cfg
     log_every = group.cfgs[0].log_every
     lookahead = any(m.lookahead for m in group.methods)
+    first_epoch = start // d.steps_per_epoch if d is not None else None
 
     def inner(gs: GroupState, t):
         data, b1, b2 = gs.data, None, None
         if d is not None:
-            b1, data = data_lib.next_batch(data, t, d.batch_size)
+            b1, data = data_lib.next_batch(data, t, d.batch_size, perms, first_epoch)
             if lookahead:
                 b2 = b1  # look-ahead reuses the minibatch when data are offline
         c1 = offline_counts(group.methods, group.cfgs, problem, b1)

@@ -84,7 +84,8 @@ def enable_compile_cache(folder: str | None) -> None:
     except OSError:
         return  # a read-only home: run without the cache
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    # Every program, even the small eager ones (~20 ms each to compile, ~50 per run).
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def set_cpu_devices(n: int) -> None:

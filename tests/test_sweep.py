@@ -305,3 +305,41 @@ def test_summary_and_curves_shape(side_by_side):
             assert np.all(np.isfinite(curves[f"{name}/{metric}"]))
     assert sorted(curves) == sorted(res.curves)
     assert not _tmp_files(res.out) and not (res.out / rs.CHECKPOINT).exists()
+
+
+# ---------------------------------------------------------------------------------------
+# epoch permutations computed ahead of each chunk (keeps the chunk program cacheable)
+
+
+def test_permutations_ahead_of_chunks_give_identical_curves(monkeypatch):
+    """4 steps per epoch, 15 per chunk: chunks start mid-epoch. The sweep's permutations
+    computed ahead (the default on CPU) give the curves of shuffling inside the chunk."""
+    cfg = StaticConfig(num_steps=60, log_every=5, batch_size=64, dataset_size=300)
+    spec = sw.SweepSpec("ahead", "bandit", ["copg", "ipo", "is_pg_self_normalized", "rloo"],
+                        {"lr": [1e-2, 3e-2]}, 3, cfg, seed=2, logs_per_chunk=3)
+    ahead = sw.sweep(spec, paper_bandit(), progress=False).curves
+    monkeypatch.setattr(sw, "PERMS_MAX_BYTES", 0)  # too large: shuffle inside
+    inside = sw.sweep(spec, paper_bandit(), progress=False).curves
+    assert assert_same(ahead, inside)
+
+
+def test_chunk_program_with_permutations_ahead_has_no_host_callback():
+    """JAX's persistent cache skips programs with host callbacks (the CPU NumPy sort): with
+    the permutations passed in, the chunk program has none."""
+    from copg_jax import data as data_lib
+
+    problem = paper_bandit()
+    cfg = StaticConfig(num_steps=20, log_every=5, batch_size=64, dataset_size=256)
+    m = get_method("copg", "bandit")
+    group = train.Group((m,), (cfg,))
+    hps = (train.to_hparams(m, None),)
+    gs, targets, _ = train.init_group(group, problem, hps, jax.random.PRNGKey(0))
+    first, count = train.chunk_epochs(group, 0, 4)
+    perms = data_lib.epoch_permutations(gs.data.shuffle_key, first, count, 256)
+
+    def chunk(*pm):
+        return train.run_group_chunk(group, problem, hps, gs, targets, 0, 4, *pm)
+
+    assert data_lib.uses_host_sort(256)
+    assert "callback" in jax.jit(chunk).lower().as_text()
+    assert "callback" not in jax.jit(chunk).lower(perms).as_text()
