@@ -26,8 +26,6 @@ its β, and the top level repeats them for the first β value.
 
 from __future__ import annotations
 
-import threading
-
 import jax
 import numpy as np
 from absl import flags
@@ -37,7 +35,7 @@ from copg_jax.algos.base import StaticConfig
 from copg_jax.algos.registry import get_method
 from copg_jax.envs import bandit as bandit_env
 from copg_jax.exact import bandit as exact_bandit
-from copg_jax.sweep import SweepSpec, sweep, validate
+from copg_jax.sweep import SweepSpec, sweep
 from experiments import common
 
 FIGURE_METHODS = "copg,ipo,pg,pg_value_baseline,is_pg,is_pg_truncated,rloo,md"
@@ -133,75 +131,96 @@ def build(argv=None):
     return spec, problems, extra
 
 
+def _problem_arrays(problem) -> tuple[np.ndarray, ...]:
+    return tuple(np.asarray(a, np.float64) for a in (problem.rewards, problem.ref_probs,
+                                                     problem.mu1, problem.mu2))
+
+
+def solve_fixed_points(arrays, todo: list[tuple[str, dict]], cfg: StaticConfig) -> list[dict]:
+    """Fixed-point summaries of ``todo = [(method, hparams)]`` on the bandit given as
+    ``(rewards, ref_probs, mu1, mu2)`` arrays, in float64, one compiled program for all."""
+    from copg_jax.fixed_point import fixed_points
+
+    with jax.enable_x64(True):
+        p64 = bandit_env.make_bandit(*arrays)
+        fps = fixed_points([get_method(n, "bandit") for n, _ in todo], p64,
+                           [hp for _, hp in todo], cfg.replace(mode="exact"),
+                           problem_kind="bandit")
+        out = []
+        for (_, hp), fp in zip(todo, fps, strict=True):
+            reg = float(exact_bandit.regret(p64, fp.probs, hp["beta"]))
+            out.append({
+                "fixed_point": np.asarray(fp.probs, np.float64).tolist() if fp.converged
+                else None,
+                "fixed_point_regret": reg if fp.converged else None,
+                "fixed_point_converged": bool(fp.converged),
+                "fixed_point_residual": float(fp.residual),
+            })
+        return out
+
+
+def _solve_in_child(jobs, cfg: StaticConfig, compile_cache: str | None) -> list[list[dict]]:
+    """:func:`solve_fixed_points` for every ``(arrays, todo)`` job, in a spawned process
+    (CPU backend; the same persistent compilation cache as the parent)."""
+    jax.config.update("jax_platforms", "cpu")
+    common.enable_compile_cache(compile_cache)
+    return [solve_fixed_points(arrays, todo, cfg) for arrays, todo in jobs]
+
+
 def fixed_point_summary(problems, cfg: StaticConfig):
     """``(method, hparams) -> {fixed_point, fixed_point_regret, fixed_point_converged}``,
     solved in float64 for each method's exact (expected) update.
 
     ``summarize.prefetch(spec)`` solves every (method, grid point, instance) of a sweep
-    in a background thread, one compiled program per grid point and instance for all
-    methods (:func:`copg_jax.fixed_point.fixed_points`), so the solves overlap the sweep;
-    ``summarize`` then waits for it and reads the cache (or solves what is missing)."""
-    from copg_jax.fixed_point import fixed_points
-
+    in a separate process, one compiled program per grid point and instance for all
+    methods (:func:`copg_jax.fixed_point.fixed_points`), so that compiling them runs on
+    another core while the sweep compiles and runs (in a thread it would not: JAX holds
+    the GIL while it compiles). ``summarize`` then reads its results, and solves in this
+    process whatever is missing (or failed there, so that errors surface here)."""
     cache: dict = {}
-    worker: list[threading.Thread] = []
+    pending: list = []  # (executor, future, keys)
 
     def key_of(problem, name: str, hp: dict):
         return (id(problem), name, tuple(sorted(hp.items())))
 
-    def solve(problem, todo: list[tuple[str, dict]]) -> None:
-        with jax.enable_x64(True):
-            p64 = bandit_env.make_bandit(
-                *(np.asarray(a, np.float64) for a in (problem.rewards, problem.ref_probs,
-                                                      problem.mu1, problem.mu2))
-            )
-            fcfg = cfg.replace(mode="exact")
-            fps = fixed_points([get_method(n, "bandit") for n, _ in todo], p64,
-                               [hp for _, hp in todo], fcfg, problem_kind="bandit")
-            for (name, hp), fp in zip(todo, fps, strict=True):
-                probs = np.asarray(fp.probs, np.float64)
-                reg = float(exact_bandit.regret(p64, fp.probs, hp["beta"]))
-                cache[key_of(problem, name, hp)] = {
-                    "fixed_point": probs.tolist() if fp.converged else None,
-                    "fixed_point_regret": reg if fp.converged else None,
-                    "fixed_point_converged": bool(fp.converged),
-                    "fixed_point_residual": float(fp.residual),
-                }
+    def prefetch(spec: SweepSpec, compile_cache: str | None = None) -> None:
+        import concurrent.futures
+        import multiprocessing
 
-    def prefetch(spec: SweepSpec) -> None:
-        def solve_all():
+        todo = []
+        for point in spec.grid_points():
+            for name in spec.methods:
+                m = get_method(name, "bandit")
+                todo.append((name, {k: float(v) for k, v in
+                                    m.resolve_hparams({**spec.hparams, **point}).items()}))
+        jobs = [(_problem_arrays(p), todo) for p in problems]
+        keys = [[key_of(p, n, hp) for n, hp in todo] for p in problems]
+        ex = concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        pending.append((ex, ex.submit(_solve_in_child, jobs, cfg, compile_cache), keys))
+
+    def wait() -> None:
+        while pending:
+            ex, fut, keys = pending.pop()
             try:
-                solve_grid()
-            except Exception:  # noqa: BLE001 - summarize solves it again and raises there
+                for ks, results in zip(keys, fut.result(), strict=True):
+                    cache.update(zip(ks, results, strict=True))
+            except Exception:  # noqa: BLE001 - solved again below, where errors surface
                 pass
-
-        def solve_grid():
-            for point in spec.grid_points():
-                todo = []
-                for name in spec.methods:
-                    m = get_method(name, "bandit")
-                    todo.append((name, {k: float(v) for k, v in
-                                        m.resolve_hparams({**spec.hparams, **point}).items()}))
-                for problem in problems:
-                    solve(problem, todo)
-
-        worker.append(threading.Thread(target=solve_all, daemon=True))
-        worker[0].start()
+            finally:
+                ex.shutdown(wait=True, cancel_futures=True)
 
     def summarize(name: str, hp: dict) -> dict:
-        wait()  # an error in the thread re-raises below, in this thread
+        wait()
         per = []
         for problem in problems:
             if key_of(problem, name, hp) not in cache:
-                solve(problem, [(name, hp)])
+                (cache[key_of(problem, name, hp)],) = solve_fixed_points(
+                    _problem_arrays(problem), [(name, hp)], cfg)
             per.append(cache[key_of(problem, name, hp)])
         if len(per) == 1:
             return per[0]
         return {f"{k}_by_instance": [p[k] for p in per] for k in per[0]}
-
-    def wait() -> None:
-        while worker:
-            worker.pop().join()
 
     summarize.prefetch = prefetch
     summarize.wait = wait
@@ -283,7 +302,6 @@ def main(argv) -> None:
     del argv
     spec, problems, extra = build()
     problem = problems[0]
-    validate(spec)  # bad input fails here, before any solve starts
     summarize = fixed_point_summary(problems, spec.cfg)
     targets = []
     for point in spec.grid_points():
@@ -298,10 +316,11 @@ def main(argv) -> None:
             spec, problems, FLAGS.out, resume=FLAGS.resume, overwrite=FLAGS.overwrite,
             progress=FLAGS.progress, extra_config=extra, method_summary=summarize,
             summary_extra={"pi_star": targets[0]["pi_star"], "J_star": targets[0]["J_star"]},
-            check_nans=FLAGS.check_nans, on_start=lambda: summarize.prefetch(spec),
+            check_nans=FLAGS.check_nans,
+            on_start=lambda: summarize.prefetch(spec, FLAGS.compile_cache),
         )
     finally:
-        summarize.wait()  # never exit while the solver thread is inside XLA
+        summarize.wait()  # never leave the solver process behind
     for entry, tg in zip(result.summary["grid"], targets, strict=True):
         entry.update(pi_star=tg["pi_star"], J_star=tg["J_star"])
     from copg_jax import results as rs
