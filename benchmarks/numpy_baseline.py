@@ -92,19 +92,23 @@ class BanditNP:
         return beta * np.sum(p * (np.log(p) - np.log(star)), -1)
 
 
-def estimate(name, bd: BanditNP, logits, beta, y, r, pref, trunc=1.0):
-    """Ascent directions ``[S, K]`` for a batch ``y, r`` ``[S, B, 2]``, ``pref`` ``[S, B]``."""
+def estimate(name, bd: BanditNP, logits, beta, y, r, pref, trunc=1.0, wt=None, b=None):
+    """Ascent directions ``[S, K]`` for a batch ``y, r`` ``[S, B, 2]``, ``pref`` ``[S, B]``.
+
+    With ``wt`` ``[S, B]`` the rows are distinct pairs counted ``wt`` times in a batch of
+    ``b`` pairs (the counting identity of :mod:`copg_jax.batch_counts`)."""
     k = bd.K
-    b = y.shape[1]
+    b = y.shape[1] if b is None else b
+    one = np.ones(y.shape[:2], F) if wt is None else wt
     logp = log_softmax(logits)
     probs = np.exp(logp)
     h = logp - bd.log_ref  # [S, K]
     a = r - beta * take(h, y)  # R_β^π(y), [S, B, 2]
     if name in ("copg",):
-        d = a - a[..., ::-1]
+        d = (a - a[..., ::-1]) * one[..., None]
         return scatter(d, y, k) / b
     if name in ("rloo",):
-        d = a - a[..., ::-1]
+        d = (a - a[..., ::-1]) * one[..., None]
         return (scatter(d, y, k) - d.sum((1, 2))[:, None] * probs) / b
     if name in ("pg", "pg_value_baseline", "is_pg", "is_pg_truncated"):
         if name == "pg":
@@ -121,12 +125,13 @@ def estimate(name, bd: BanditNP, logits, beta, y, r, pref, trunc=1.0):
             if name == "is_pg_truncated":
                 rho = np.minimum(rho, F(trunc))
             w = rho * w
+        w = w * one[..., None]
         return (scatter(w, y, k) - w.sum((1, 2))[:, None] * probs) / b
     if name == "ipo":
         z = pref > 0.5
         win = np.where(z, y[..., 0], y[..., 1])
         lose = np.where(z, y[..., 1], y[..., 0])
-        c = -2.0 * (take(h, win) - take(h, lose) - 1.0 / (2.0 * beta))
+        c = -2.0 * (take(h, win) - take(h, lose) - 1.0 / (2.0 * beta)) * one
         return (scatter(c, win, k) - scatter(c, lose, k)) / b
     raise ValueError(name)
 
@@ -137,15 +142,41 @@ def md_step(bd: BanditNP, logits, beta, eta):
     return log_softmax(new + eta * bd.R)
 
 
+def pair_table(bd: BanditNP, seeds: int, with_pref: bool):
+    """Every distinct pair (and label): ``y [S, U, 2]``, ``r``, ``pref [S, U]``."""
+    k = bd.K
+    y = np.stack(np.divmod(np.arange(k * k), k), -1)
+    pref = np.zeros(k * k, F)
+    if with_pref:
+        y, pref = np.concatenate([y, y]), np.repeat(np.array([0, 1], F), k * k)
+    y = np.broadcast_to(y, (seeds, *y.shape))
+    return y, bd.R[y], np.broadcast_to(pref, (seeds, pref.shape[0]))
+
+
+def pair_counts(bd: BanditNP, y, pref=None):
+    """How often each row of :func:`pair_table` occurs in every seed's batch: ``[S, U]``."""
+    s, k = y.shape[0], bd.K
+    code = y[..., 0] * k + y[..., 1]
+    u = k * k
+    if pref is not None:
+        code, u = code + u * (pref > 0.5), 2 * u
+    flat = (code + u * np.arange(s)[:, None]).ravel()
+    return np.bincount(flat, minlength=s * u).reshape(s, u).astype(F)
+
+
 def run_bandit_offline(bd: BanditNP, methods, seeds, num_pairs, batch, epochs, beta=0.5,
-                       lr=1e-3, eta=0.01, log_every=19, seed=0):
+                       lr=1e-3, eta=0.01, log_every=19, seed=0, counts=False):
     """The paper workload: a fixed dataset per seed, a fresh permutation per epoch and seed,
     minibatches gathered with ``take_along_axis``; on-policy ``rloo`` draws fresh pairs
-    from π; ``md`` is the exact step. Returns ``(final regret per method [S], seconds)``."""
+    from π; ``md`` is the exact step. With ``counts`` every estimator is evaluated on the
+    18 (9 for rloo) distinct pairs weighted by their counts in the batch, as JAX does.
+    Returns ``(final regret per method [S], seconds)``."""
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     s, k = seeds, bd.K
     y_all, r_all, pref_all = bd.behaviour(rng, (s, num_pairs))
+    tab = pair_table(bd, s, True)
+    tab_np = pair_table(bd, s, False)
     beta = F(beta)
     logits = {m: np.tile(bd.log_ref, (s, 1)) for m in methods}
     opt = {m: Adam((s, k), lr) for m in methods}
@@ -158,6 +189,7 @@ def run_bandit_offline(bd: BanditNP, methods, seeds, num_pairs, batch, epochs, b
             y = np.take_along_axis(y_all, idx[..., None], axis=1)
             r = np.take_along_axis(r_all, idx[..., None], axis=1)
             pref = np.take_along_axis(pref_all, idx, axis=1)
+            c = None  # counts of this minibatch, shared by the methods (counts=True)
             for m in methods:
                 if m == "md":
                     logits[m] = md_step(bd, logits[m], beta, F(eta))
@@ -166,7 +198,15 @@ def run_bandit_offline(bd: BanditNP, methods, seeds, num_pairs, batch, epochs, b
                     cdf = np.cumsum(softmax(logits[m]), -1)
                     u = rng.random((s, batch, 2), F)
                     yy = np.sum(u[..., None] >= cdf[:, None, None, :-1], -1)
-                    d = estimate(m, bd, logits[m], beta, yy, bd.R[yy], None)
+                    if counts:
+                        d = estimate(m, bd, logits[m], beta, tab_np[0], tab_np[1], None,
+                                     wt=pair_counts(bd, yy), b=batch)
+                    else:
+                        d = estimate(m, bd, logits[m], beta, yy, bd.R[yy], None)
+                elif counts:
+                    if c is None:
+                        c = pair_counts(bd, y, pref)
+                    d = estimate(m, bd, logits[m], beta, *tab, wt=c, b=batch)
                 else:
                     d = estimate(m, bd, logits[m], beta, y, r, pref)
                 logits[m] = opt[m].step(logits[m], -d)

@@ -47,6 +47,13 @@ def worker(name: str, quick: bool) -> dict:
         _, t = nb.run_bandit_offline(bd, list(w.PAPER_METHODS), 100, 10_000, 512, epochs)
         return {"run_s": t * 100 / epochs, "measured_s": t, "epochs_measured": epochs,
                 "updates": 1900 * 100 * len(w.PAPER_METHODS)}
+    if name == "W1_numpy_counts":
+        epochs = 5 if quick else 20
+        bd = nb.BanditNP(PAPER["rewards"], PAPER["ref"], PAPER["mu1"], PAPER["mu2"])
+        _, t = nb.run_bandit_offline(bd, list(w.PAPER_METHODS), 100, 10_000, 512, epochs,
+                                     counts=True)
+        return {"run_s": t * 100 / epochs, "measured_s": t, "epochs_measured": epochs,
+                "updates": 1900 * 100 * len(w.PAPER_METHODS)}
     if name == "W2":
         rec = w.fresh_bandit()
         rec["rng_per_s"] = w.rng_throughput()
@@ -191,6 +198,9 @@ def main(argv=None) -> None:
             add(f"{label} (warm cache)", {k.replace("_warm", ""): v for k, v in c.items()
                                           if k.endswith("_warm_s") or k == "updates"}, n)
         add("W1 NumPy baseline", {**n, "wall_s": n.get("run_s")})
+        nc = go("W1_numpy_counts")
+        add("W1 JAX sweep vs NumPy with counts", j, nc)
+        add("W1 NumPy baseline with counts", {**nc, "wall_s": nc.get("run_s")})
     if "W2" in only:
         j, n = go("W2"), go("W2_numpy")
         row = add("W2 fresh K=10 (1024 seeds)", j, n)
