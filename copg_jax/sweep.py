@@ -66,6 +66,9 @@ class SweepSpec:
       cfg: static configuration shared by all methods. Exact-only methods (closed-form
         updates such as ``md``) run in exact mode inside a sampled sweep.
       method_cfg: per-method overrides of ``cfg`` fields.
+      method_hparams: per-method fixed hyperparameters, e.g. a step size per method
+        (precedence: method defaults < ``hparams`` < ``method_hparams`` < grid point).
+        Methods with different settings still train side by side in one program.
       seed: base seed.
       logs_per_chunk: logged points per chunk (progress/checkpoint granularity);
         ``None`` = about 10 chunks.
@@ -80,6 +83,7 @@ class SweepSpec:
     cfg: StaticConfig
     hparams: Mapping[str, float] = dataclasses.field(default_factory=dict)
     method_cfg: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    method_hparams: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
     seed: int = 0
     logs_per_chunk: int | None = None
     max_parallel: int | None = None
@@ -89,8 +93,12 @@ class SweepSpec:
         return [dict(zip(names, vals, strict=True))
                 for vals in itertools.product(*(self.grid[n] for n in names))]
 
+    def method_point(self, method: str, point: Mapping[str, float]) -> dict[str, float]:
+        """The hyperparameters ``method`` runs with at grid ``point`` (before defaults)."""
+        return {**self.hparams, **self.method_hparams.get(method, {}), **point}
+
     def to_config(self) -> dict:
-        return {
+        config = {
             "experiment": self.experiment,
             "problem_kind": self.problem_kind,
             "methods": list(self.methods),
@@ -101,6 +109,10 @@ class SweepSpec:
             "static": dataclasses.asdict(self.cfg),
             "method_static": {m: dict(o) for m, o in self.method_cfg.items()},
         }
+        if self.method_hparams:  # absent when unused: older results keep their fingerprint
+            config["method_hparams"] = {m: {k: float(v) for k, v in o.items()}
+                                        for m, o in self.method_hparams.items()}
+        return config
 
 
 @dataclasses.dataclass
@@ -131,10 +143,13 @@ def validate(spec: SweepSpec) -> list[Method]:
     methods = [get_method(m, spec.problem_kind) for m in spec.methods]
     if len(set(spec.methods)) != len(spec.methods):
         raise ValueError(f"methods: listed twice in {list(spec.methods)}")
+    unknown = set(spec.method_hparams) - set(spec.methods)
+    if unknown:
+        raise ValueError(f"method_hparams: names methods not in the sweep: {sorted(unknown)}")
     for m in methods:
         method_config(spec, m)
         for point in spec.grid_points():
-            m.resolve_hparams({**spec.hparams, **point})
+            m.resolve_hparams(spec.method_point(m.name, point))
     return methods
 
 
@@ -226,7 +241,7 @@ def run_methods(
     i_idx, s_idx = np.divmod(rem, s_n)
     hp_all = []
     for m in methods:
-        hps = [m.resolve_hparams({**spec.hparams, **p}) for p in points]
+        hps = [m.resolve_hparams(spec.method_point(m.name, p)) for p in points]
         hp_all.append({k: as_float(np.array([float(h[k]) for h in hps])[g_idx]) for k in hps[0]})
     base = jax.random.PRNGKey(spec.seed)
     keys_all = jax.vmap(lambda i, s: jax.random.fold_in(jax.random.fold_in(base, i), s))(
@@ -474,7 +489,8 @@ def sweep(
     for gi, point in enumerate(spec.grid_points()):
         entry: dict[str, Any] = {"hparams": point, "methods": {}}
         for m in methods:
-            hp = {k: float(v) for k, v in m.resolve_hparams({**spec.hparams, **point}).items()}
+            hp = {k: float(v)
+                  for k, v in m.resolve_hparams(spec.method_point(m.name, point)).items()}
             stats: dict[str, Any] = {"mode": timing["modes"][m.name], "hparams": hp}
             for k, v in per_method[m.name].items():
                 mean, lo, hi = ci95(v[gi, :, :, -1])

@@ -26,7 +26,6 @@ its β, and the top level repeats them for the first β value.
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 from absl import flags
 
@@ -36,7 +35,8 @@ from copg_jax.algos.registry import get_method
 from copg_jax.envs import bandit as bandit_env
 from copg_jax.exact import bandit as exact_bandit
 from copg_jax.sweep import SweepSpec, sweep
-from experiments import common
+from experiments import common, fixed_point_worker
+from experiments.fixed_point_worker import problem_arrays, solve_fixed_points
 
 FIGURE_METHODS = "copg,ipo,pg,pg_value_baseline,is_pg,is_pg_truncated,rloo,md"
 common.define_common("results/copg_bandit", FIGURE_METHODS, 100)
@@ -131,84 +131,40 @@ def build(argv=None):
     return spec, problems, extra
 
 
-def _problem_arrays(problem) -> tuple[np.ndarray, ...]:
-    return tuple(np.asarray(a, np.float64) for a in (problem.rewards, problem.ref_probs,
-                                                     problem.mu1, problem.mu2))
-
-
-def solve_fixed_points(arrays, todo: list[tuple[str, dict]], cfg: StaticConfig) -> list[dict]:
-    """Fixed-point summaries of ``todo = [(method, hparams)]`` on the bandit given as
-    ``(rewards, ref_probs, mu1, mu2)`` arrays, in float64, one compiled program for all."""
-    from copg_jax.fixed_point import fixed_points
-
-    with jax.enable_x64(True):
-        p64 = bandit_env.make_bandit(*arrays)
-        fps = fixed_points([get_method(n, "bandit") for n, _ in todo], p64,
-                           [hp for _, hp in todo], cfg.replace(mode="exact"),
-                           problem_kind="bandit")
-        out = []
-        for (_, hp), fp in zip(todo, fps, strict=True):
-            reg = float(exact_bandit.regret(p64, fp.probs, hp["beta"]))
-            out.append({
-                "fixed_point": np.asarray(fp.probs, np.float64).tolist() if fp.converged
-                else None,
-                "fixed_point_regret": reg if fp.converged else None,
-                "fixed_point_converged": bool(fp.converged),
-                "fixed_point_residual": float(fp.residual),
-            })
-        return out
-
-
-def _solve_in_child(jobs, cfg: StaticConfig, compile_cache: str | None) -> list[list[dict]]:
-    """:func:`solve_fixed_points` for every ``(arrays, todo)`` job, in a spawned process
-    (CPU backend; the same persistent compilation cache as the parent)."""
-    jax.config.update("jax_platforms", "cpu")
-    common.enable_compile_cache(compile_cache)
-    return [solve_fixed_points(arrays, todo, cfg) for arrays, todo in jobs]
-
-
 def fixed_point_summary(problems, cfg: StaticConfig):
     """``(method, hparams) -> {fixed_point, fixed_point_regret, fixed_point_converged}``,
     solved in float64 for each method's exact (expected) update.
 
     ``summarize.prefetch(spec)`` solves every (method, grid point, instance) of a sweep
-    in a separate process, one compiled program per grid point and instance for all
+    in a child process (:mod:`experiments.fixed_point_worker`), one compiled program per
+    grid point and instance for all
     methods (:func:`copg_jax.fixed_point.fixed_points`), so that compiling them runs on
     another core while the sweep compiles and runs (in a thread it would not: JAX holds
     the GIL while it compiles). ``summarize`` then reads its results, and solves in this
     process whatever is missing (or failed there, so that errors surface here)."""
     cache: dict = {}
-    pending: list = []  # (executor, future, keys)
+    pending: list = []  # (worker process, keys)
 
     def key_of(problem, name: str, hp: dict):
         return (id(problem), name, tuple(sorted(hp.items())))
 
     def prefetch(spec: SweepSpec, compile_cache: str | None = None) -> None:
-        import concurrent.futures
-        import multiprocessing
-
         todo = []
         for point in spec.grid_points():
             for name in spec.methods:
                 m = get_method(name, "bandit")
                 todo.append((name, {k: float(v) for k, v in
-                                    m.resolve_hparams({**spec.hparams, **point}).items()}))
-        jobs = [(_problem_arrays(p), todo) for p in problems]
+                                    m.resolve_hparams(spec.method_point(name, point)).items()}))
+        jobs = [(problem_arrays(p), todo) for p in problems]
         keys = [[key_of(p, n, hp) for n, hp in todo] for p in problems]
-        ex = concurrent.futures.ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        pending.append((ex, ex.submit(_solve_in_child, jobs, cfg, compile_cache), keys))
+        pending.append((fixed_point_worker.start(jobs, cfg, compile_cache), keys))
 
     def wait() -> None:
         while pending:
-            ex, fut, keys = pending.pop()
-            try:
-                for ks, results in zip(keys, fut.result(), strict=True):
-                    cache.update(zip(ks, results, strict=True))
-            except Exception:  # noqa: BLE001 - solved again below, where errors surface
-                pass
-            finally:
-                ex.shutdown(wait=True, cancel_futures=True)
+            proc, keys = pending.pop()
+            results = fixed_point_worker.collect(proc)  # None if it failed
+            for ks, res in zip(keys, results or [], strict=False):
+                cache.update(zip(ks, res, strict=True))
 
     def summarize(name: str, hp: dict) -> dict:
         wait()
@@ -216,7 +172,7 @@ def fixed_point_summary(problems, cfg: StaticConfig):
         for problem in problems:
             if key_of(problem, name, hp) not in cache:
                 (cache[key_of(problem, name, hp)],) = solve_fixed_points(
-                    _problem_arrays(problem), [(name, hp)], cfg)
+                    problem_arrays(problem), [(name, hp)], cfg)
             per.append(cache[key_of(problem, name, hp)])
         if len(per) == 1:
             return per[0]

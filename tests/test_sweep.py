@@ -343,3 +343,36 @@ def test_chunk_program_with_permutations_ahead_has_no_host_callback():
     assert data_lib.uses_host_sort(256)
     assert "callback" in jax.jit(chunk).lower().as_text()
     assert "callback" not in jax.jit(chunk).lower(perms).as_text()
+
+
+# ---------------------------------------------------------------------------------------
+# per-method hyperparameters
+
+
+def test_method_hparams_in_one_sweep_equal_separate_sweeps():
+    """Each method's own step size inside one program gives the curves of one sweep per
+    method with that step size as a shared hyperparameter."""
+    cfg = StaticConfig(num_steps=30, log_every=10, batch_size=64, dataset_size=256)
+    own = {"copg": {"lr": 3e-2}, "rloo": {"lr": 1e-2}, "md": {"eta": 0.2}}
+    spec = sw.SweepSpec("per_method", "bandit", list(own), {"beta": [0.5, 1.0]}, 2, cfg,
+                        method_hparams=own, seed=4)
+    together = sw.sweep(spec, paper_bandit(), progress=False)
+    for m, hp in own.items():
+        alone = sw.sweep(sw.SweepSpec("alone", "bandit", [m], {"beta": [0.5, 1.0]}, 2, cfg,
+                                      hparams=hp, seed=4), paper_bandit(), progress=False)
+        keys = [k for k in alone.curves if k.startswith(f"{m}/")]
+        assert assert_same({k: together.curves[k] for k in keys},
+                           {k: alone.curves[k] for k in keys})
+        for entry in together.summary["grid"]:
+            assert entry["methods"][m]["hparams"].items() >= hp.items()
+    assert together.summary["config"]["method_hparams"] == own
+
+
+def test_method_hparams_are_validated():
+    cfg = StaticConfig(num_steps=10, log_every=10, batch_size=64, dataset_size=256)
+    with pytest.raises(ValueError, match=r"method_hparams: .*'ipo'"):
+        sw.validate(sw.SweepSpec("x", "bandit", ["copg"], {}, 1, cfg,
+                                 method_hparams={"ipo": {"lr": 1.0}}))
+    with pytest.raises(ValueError, match=r"lr: must lie in \(0, inf\), got -1"):
+        sw.validate(sw.SweepSpec("x", "bandit", ["copg"], {}, 1, cfg,
+                                 method_hparams={"copg": {"lr": -1.0}}))
