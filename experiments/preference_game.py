@@ -150,7 +150,7 @@ def step_sizes(methods: list[str], mode: str) -> tuple[dict, dict]:
 
 
 def build():
-    """Flags -> (specs per method, games, extra config). Raises a one-line ValueError on bad
+    """Flags -> (spec, games, extra config). Raises a one-line ValueError on bad
     input (messages that print a matrix span lines; they are joined)."""
     try:
         return _build()
@@ -180,20 +180,19 @@ def _build():
     grid = {"tau": taus, **extra_grid}
     seeds = FLAGS.seeds if FLAGS["seeds"].present or not FLAGS.exact else 1
     seeds = common.parse_positive_int("seeds", seeds)
-    specs = []
-    for m in methods:
-        specs.append(SweepSpec(
-            experiment="preference_game", problem_kind="game", methods=[m], grid=grid,
-            hparams=per_method[m], num_seeds=seeds, cfg=cfg, seed=FLAGS.seed,
-            max_parallel=FLAGS.max_parallel))
-    for s in specs:  # every hparam check before anything runs
-        try:
-            validate(s)
-        except ValueError as e:
-            msg = str(e)
-            raise ValueError(msg if msg.startswith("--") else f"--{msg}") from None
+    per_method = {m: per_method.get(m, {}) for m in methods}
+    # One sweep, one compiled program: each method keeps its own step sizes.
+    spec = SweepSpec(
+        experiment="preference_game", problem_kind="game", methods=methods, grid=grid,
+        method_hparams={m: hp for m, hp in per_method.items() if hp}, num_seeds=seeds,
+        cfg=cfg, seed=FLAGS.seed, max_parallel=FLAGS.max_parallel)
+    try:  # every hparam check before anything runs
+        validate(spec)
+    except ValueError as e:
+        msg = str(e)
+        raise ValueError(msg if msg.startswith("--") else f"--{msg}") from None
     extra = {"game": name, **desc, "step_sizes": per_method}
-    return specs, games, extra
+    return spec, games, extra
 
 
 def equilibria(games, taus) -> dict[str, list[list[float]]]:
@@ -220,22 +219,6 @@ def bandit_optima(rewards, taus) -> dict[str, list[float]]:
         p = np.exp(z - z.max())
         out[f"tau={tau:g}"] = (p / p.sum()).tolist()
     return out
-
-
-def merge(results, specs) -> dict:
-    """One summary from per-method sweeps (same grid, games, seeds)."""
-    base = results[0].summary
-    summary = {k: v for k, v in base.items() if k not in ("grid", "timing")}
-    grid = []
-    for gi, entry in enumerate(base["grid"]):
-        e = {"hparams": entry["hparams"], "methods": {}}
-        for r in results:
-            e["methods"].update(r.summary["grid"][gi]["methods"])
-        grid.append(e)
-    summary["grid"] = grid
-    summary["timing"] = {r.summary["config"]["methods"][0]: r.summary["timing"]
-                         for r in results}
-    return summary
 
 
 def make_figures(summary, curves, out, title: str) -> None:
@@ -267,11 +250,13 @@ def make_figures(summary, curves, out, title: str) -> None:
         plotting.save(fig, out / name)
 
 
-def run_config(specs, extra) -> dict:
-    """The fingerprinted config of the whole run (all methods)."""
-    cfg = specs[0].to_config()
-    cfg["methods"] = [s.methods[0] for s in specs]
-    cfg["hparams"] = {s.methods[0]: {k: float(v) for k, v in s.hparams.items()} for s in specs}
+def run_config(spec: SweepSpec, extra) -> dict:
+    """The fingerprinted config of the whole run, with each method's step sizes under
+    ``hparams`` (the layout of the results written when every method was a sweep of its
+    own, so their folders are still recognized)."""
+    cfg = spec.to_config()
+    own = cfg.pop("method_hparams", {})
+    cfg["hparams"] = {m: own.get(m, {}) for m in spec.methods}
     return {**cfg, **extra}
 
 
@@ -282,14 +267,14 @@ def main(argv) -> None:
 
     from copg_jax import results as rs
 
-    specs, games, extra = build()
+    spec, games, extra = build()
     out = Path(FLAGS.out)
-    config = run_config(specs, extra)
+    config = run_config(spec, extra)
     rs.prepare_folder(out, config, resume=False, overwrite=FLAGS.overwrite)
     partial = out / "partial"
     if not FLAGS.resume:
         shutil.rmtree(partial, ignore_errors=True)
-    taus = specs[0].grid["tau"]
+    taus = spec.grid["tau"]
     t0 = time.perf_counter()
     nash = equilibria(games, taus)
     t_nash = time.perf_counter() - t0
@@ -300,31 +285,25 @@ def main(argv) -> None:
     }
     if extra["game"] == "bt":
         summary_extra["pi_star_bandit"] = bandit_optima(extra["rewards"], taus)
-    # One sweep per method (each with its own step sizes), checkpointed under
-    # out/partial/<method> (--resume continues them); merged into one summary below.
+    # One sweep (all methods in one program), checkpointed under out/partial/sweep
+    # (--resume continues it); its summary gets the run's config below.
     t0 = time.perf_counter()
-    results = []
-    for s in specs:
-        results.append(sweep(
-            s, games, partial / s.methods[0], resume=FLAGS.resume, overwrite=True,
-            progress=FLAGS.progress, extra_config=extra, summary_extra=summary_extra))
+    result = sweep(spec, games, partial / "sweep", resume=FLAGS.resume, overwrite=True,
+                   progress=FLAGS.progress, extra_config=extra, summary_extra=summary_extra)
     wall = time.perf_counter() - t0
-    summary = merge(results, specs)
+    summary = dict(result.summary)
     summary["config"] = config
-    summary["timing"]["nash_s"] = t_nash
-    summary["timing"]["sweeps_wall_s"] = wall
-    curves = {"steps": results[0].curves["steps"]}
-    for r in results:
-        curves.update({k: v for k, v in r.curves.items() if k != "steps"})
+    summary["timing"] = {**summary["timing"], "nash_s": t_nash, "sweeps_wall_s": wall}
+    curves = result.curves
     rs.write_npz(out / rs.CURVES, curves)
     rs.write_json(out / rs.SUMMARY, summary)
     shutil.rmtree(partial, ignore_errors=True)
     title = {"egpo": f"{len(games)} EGPO random games", "dice": "non-transitive dice",
              "bt": "Bradley–Terry game", "matrix": f"{len(games)} game(s) from --matrix"}
     make_figures(summary, curves, out, title[extra["game"]])
-    mode = specs[0].cfg.mode
-    print(f"{title[extra['game']]}, {mode}, {specs[0].cfg.num_steps} steps, "
-          f"{specs[0].num_seeds} seed(s)")
+    mode = spec.cfg.mode
+    print(f"{title[extra['game']]}, {mode}, {spec.cfg.num_steps} steps, "
+          f"{spec.num_seeds} seed(s)")
     for entry in summary["grid"]:
         print("  " + ", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items()))
         for m, s in entry["methods"].items():
