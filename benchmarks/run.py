@@ -54,7 +54,11 @@ def worker(name: str, quick: bool) -> dict:
                                      counts=True)
         return {"run_s": t * 100 / epochs, "measured_s": t, "epochs_measured": epochs,
                 "updates": 1900 * 100 * len(w.PAPER_METHODS)}
-    if name == "W2":
+    if name in ("W2", "W2_2dev"):
+        if name == "W2_2dev":
+            import jax
+
+            jax.config.update("jax_num_cpu_devices", 2)
         rec = w.fresh_bandit()
         rec["rng_per_s"] = w.rng_throughput()
         return rec
@@ -210,6 +214,7 @@ def main(argv=None) -> None:
             row["rng_per_s"] = j["rng_per_s"]
             row["rng_bound_fraction"] = row["arm_draws_per_s"] / j["rng_per_s"]
             row["rng_bound_fraction_all_uniforms"] = row["uniforms_per_s"] / j["rng_per_s"]
+        add("W2 same, 2 CPU devices", go("W2_2dev"), n)
         add("W2 NumPy baseline", {**n, "wall_s": n.get("run_s")})
     if "W3" in only:
         add("W3 games exact (5 meth x 10 inst)", go("W3"))
