@@ -287,3 +287,20 @@ def test_ppo_clip_is_stuck_at_the_reference_on_the_paper_bandit():
     fp = fixed_point("ppo_clip", problem, {"beta": BETA})
     assert bool(fp.converged) and float(fp.residual) == 0.0
     np.testing.assert_allclose(fp.probs, problem.ref_probs, atol=1e-12)
+
+
+@pytest.mark.parametrize("lam", [0.9, 0.99, 0.999])
+def test_copg_fixed_point_is_pi_star_when_the_data_concentrate_on_the_worst_arm(lam):
+    """CoPG's fixed point is π* for any full-support behaviour (CoPG Thm. 1), also when μ
+    puts 99.9% of its mass on the worst arm. The Jacobian is then badly conditioned, but
+    only the row shift (softmax's null direction) may carry ‖J⁺g‖: it is projected out, so
+    the exact root is accepted (it was reported as not converged)."""
+    from copg_jax.envs.bandit import make_bandit
+
+    worst = np.eye(3)[2]
+    mu1 = (1 - lam) * np.array([0.1, 0.2, 0.7]) + lam * worst
+    mu2 = (1 - lam) * np.array([0.05, 0.05, 0.9]) + lam * worst
+    problem = make_bandit((2.5, 2.0, 1.0), None, mu1, mu2)
+    fp = fixed_point("copg", problem, {"beta": BETA}, StaticConfig(mode="exact"))
+    assert bool(fp.converged), fp
+    np.testing.assert_allclose(fp.probs, eb.optimal_policy(problem, BETA), atol=1e-9)
