@@ -32,33 +32,23 @@ def worker(name: str, quick: bool) -> dict:
     from benchmarks import numpy_baseline as nb
     from benchmarks import workloads as w
 
-    if name == "W1":
-        return w.paper_bandit()
-    if name == "W1_2dev":
+    if name.startswith("W1_cli"):
+        return cli_paper_figure(2 if name.endswith("_2dev") else 1)
+    if name.endswith("_2dev"):  # the same workload on 2 CPU devices (before JAX starts)
         import jax
 
         jax.config.update("jax_num_cpu_devices", 2)
+        name = name[: -len("_2dev")]
+    if name == "W1":
         return w.paper_bandit()
-    if name.startswith("W1_cli"):
-        return cli_paper_figure(2 if name.endswith("_2dev") else 1)
-    if name == "W1_numpy":
-        epochs = 5 if quick else 20
-        bd = nb.BanditNP(PAPER["rewards"], PAPER["ref"], PAPER["mu1"], PAPER["mu2"])
-        _, t = nb.run_bandit_offline(bd, list(w.PAPER_METHODS), 100, 10_000, 512, epochs)
-        return {"run_s": t * 100 / epochs, "measured_s": t, "epochs_measured": epochs,
-                "updates": 1900 * 100 * len(w.PAPER_METHODS)}
-    if name == "W1_numpy_counts":
+    if name in ("W1_numpy", "W1_numpy_counts"):
         epochs = 5 if quick else 20
         bd = nb.BanditNP(PAPER["rewards"], PAPER["ref"], PAPER["mu1"], PAPER["mu2"])
         _, t = nb.run_bandit_offline(bd, list(w.PAPER_METHODS), 100, 10_000, 512, epochs,
-                                     counts=True)
+                                     counts=name.endswith("_counts"))
         return {"run_s": t * 100 / epochs, "measured_s": t, "epochs_measured": epochs,
                 "updates": 1900 * 100 * len(w.PAPER_METHODS)}
-    if name in ("W2", "W2_2dev"):
-        if name == "W2_2dev":
-            import jax
-
-            jax.config.update("jax_num_cpu_devices", 2)
+    if name == "W2":
         rec = w.fresh_bandit()
         rec["rng_per_s"] = w.rng_throughput()
         return rec

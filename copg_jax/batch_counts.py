@@ -72,6 +72,11 @@ def counts(batch: Batch, num_actions: int, dtype) -> Array:
     return jnp.zeros((u,), jnp.int32).at[codes(batch, num_actions)].add(1).astype(dtype)
 
 
+def problem_counts(problem, batch: Batch) -> Array:
+    """:func:`counts` of a batch of ``problem``'s arms, in its float dtype."""
+    return counts(batch, problem.rewards.shape[-1], problem.rewards.dtype)
+
+
 def table(problem, k: int, with_pref: bool) -> dict[str, Array]:
     """The distinct groups as a batch: ``y [U, k]``, ``r = R(y)``, and ``pref`` if used."""
     num_actions = problem.rewards.shape[-1]

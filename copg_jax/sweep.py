@@ -97,6 +97,11 @@ class SweepSpec:
         """The hyperparameters ``method`` runs with at grid ``point`` (before defaults)."""
         return {**self.hparams, **self.method_hparams.get(method, {}), **point}
 
+    def resolved_hparams(self, method: Method, point: Mapping[str, float]) -> dict[str, float]:
+        """Every hyperparameter ``method`` runs with at grid ``point``, defaults filled."""
+        return {k: float(v)
+                for k, v in method.resolve_hparams(self.method_point(method.name, point)).items()}
+
     def to_config(self) -> dict:
         config = {
             "experiment": self.experiment,
@@ -489,8 +494,7 @@ def sweep(
     for gi, point in enumerate(spec.grid_points()):
         entry: dict[str, Any] = {"hparams": point, "methods": {}}
         for m in methods:
-            hp = {k: float(v)
-                  for k, v in m.resolve_hparams(spec.method_point(m.name, point)).items()}
+            hp = spec.resolved_hparams(m, point)
             stats: dict[str, Any] = {"mode": timing["modes"][m.name], "hparams": hp}
             for k, v in per_method[m.name].items():
                 mean, lo, hi = ci95(v[gi, :, :, -1])

@@ -119,7 +119,7 @@ def _count(method, problem, cfg, batch, offline, offline_count):
         return None
     if batch is offline and offline_count is not None:
         return offline_count  # computed once for every method sharing the minibatch
-    return batch_counts.counts(batch, problem.rewards.shape[-1], problem.rewards.dtype)
+    return batch_counts.problem_counts(problem, batch)
 
 
 def _direction(method, problem, hp, cfg, logits, aux, batch, count=None):
@@ -137,7 +137,7 @@ def offline_counts(group_methods, group_cfgs, problem, batch):
         for m, c in zip(group_methods, group_cfgs, strict=True)
     ):
         return None
-    return batch_counts.counts(batch, problem.rewards.shape[-1], problem.rewards.dtype)
+    return batch_counts.problem_counts(problem, batch)
 
 
 def train_step(method: Method, problem, hp, cfg: StaticConfig, state: TrainState, t,

@@ -152,9 +152,7 @@ def fixed_point_summary(problems, cfg: StaticConfig):
         todo = []
         for point in spec.grid_points():
             for name in spec.methods:
-                m = get_method(name, "bandit")
-                todo.append((name, {k: float(v) for k, v in
-                                    m.resolve_hparams(spec.method_point(name, point)).items()}))
+                todo.append((name, spec.resolved_hparams(get_method(name, "bandit"), point)))
         jobs = [(problem_arrays(p), todo) for p in problems]
         keys = [[key_of(p, n, hp) for n, hp in todo] for p in problems]
         pending.append((fixed_point_worker.start(jobs, cfg, compile_cache), keys))
