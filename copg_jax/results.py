@@ -77,9 +77,25 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o)}")
 
 
+def _strict(o):
+    """``o`` with NumPy values made plain and every NaN/±Inf float replaced by ``None``
+    (JSON has no NaN: ``null`` is what strict parsers accept)."""
+    if isinstance(o, dict):
+        return {k: _strict(x) for k, x in o.items()}
+    if isinstance(o, list | tuple):
+        return [_strict(x) for x in o]
+    if isinstance(o, np.ndarray | np.generic) or (hasattr(o, "tolist") and not isinstance(o, str)):
+        return _strict(_json_default(o))
+    if isinstance(o, float) and not np.isfinite(o):
+        return None
+    return o
+
+
 def write_json(path: Path | str, obj: Any) -> None:
+    """Strict JSON (``allow_nan=False``): non-finite numbers are written as ``null``."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, default=_json_default, allow_nan=True) + "\n")
+        text = json.dumps(_strict(obj), indent=1, default=_json_default, allow_nan=False)
+        tmp.write_text(text + "\n")
 
 
 def read_json(path: Path | str) -> Any:

@@ -46,6 +46,7 @@ from copg_jax import train
 from copg_jax.algos.base import Method, StaticConfig
 from copg_jax.algos.registry import get_method
 from copg_jax.dtypes import as_float
+from copg_jax.validation import check_seed
 
 # (method name, function) -> number of times it was traced. Tests use it to check that
 # the grid size does not cause recompilation.
@@ -142,6 +143,7 @@ def validate(spec: SweepSpec) -> list[Method]:
     if isinstance(spec.num_seeds, bool) or not isinstance(spec.num_seeds, int) \
             or spec.num_seeds < 1:
         raise ValueError(f"seeds: must be an integer >= 1, got {spec.num_seeds!r}")
+    check_seed("seed", spec.seed)
     for name, values in spec.grid.items():
         if len(values) == 0:
             raise ValueError(f"{name}: the grid needs at least one value, got {list(values)}")

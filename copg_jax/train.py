@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -36,6 +37,7 @@ from copg_jax import data as data_lib
 from copg_jax.algos.base import Method, StaticConfig
 from copg_jax.dtypes import as_float
 from copg_jax.kinds import get_kind
+from copg_jax.validation import check_seed
 
 Array = jax.Array
 
@@ -312,6 +314,9 @@ def train(method: Method | str, problem, hp=None, cfg: StaticConfig | None = Non
     cfg = cfg or StaticConfig()
     method.check_config(cfg)
     hp = to_hparams(method, hp)
+    if isinstance(seed, int | np.integer):
+        check_seed("seed", seed)
+        seed = int(seed)
     key = jax.random.PRNGKey(seed) if isinstance(seed, int) else seed
     fn = jax.jit(lambda p, h, k: run_single(method, p, h, cfg, k))
     return fn(problem, hp, key)

@@ -124,3 +124,38 @@ def check_int_at_least(name: str, v, lo: int) -> None:
 def check_choice(name: str, v, choices: Sequence[str]) -> None:
     if v not in choices:
         raise ValueError(f"{name}: unknown value {v!r}; expected one of {sorted(choices)}")
+
+
+SEED_MAX = 2**32 - 1  # PRNGKey keeps 32 bits: seed 2**32 + s would silently equal seed s
+
+
+def check_seed(name: str, v) -> None:
+    """An integer in ``[0, 2**32 − 1]``: ``PRNGKey`` and ``fold_in`` keep 32 bits, so a
+    larger (or negative) seed would silently alias ``seed mod 2**32``."""
+    if isinstance(v, bool) or not isinstance(v, int | np.integer):
+        raise ValueError(f"{name}: must be an integer in [0, {SEED_MAX}], got {v!r}")
+    if not 0 <= int(v) <= SEED_MAX:
+        raise ValueError(
+            f"{name}: must lie in [0, 2**32 - 1 = {SEED_MAX}] (PRNG keys keep 32 bits, so "
+            f"it would silently equal {int(v) % 2**32}), got {int(v)}"
+        )
+
+
+def check_representable(name: str, v, dtype) -> None:
+    """Every nonzero entry of ``v`` is a normal number of ``dtype``:
+    ``finfo.tiny ≤ |v| ≤ finfo.max``. Beyond ``max`` the value rounds to ∞; below ``tiny``
+    it is subnormal or flushes to 0, and ``1/v`` (used e.g. as ``1/β``) overflows. Either
+    way the run turns to NaN, so it is refused here instead."""
+    if is_traced(v):
+        return
+    arr = np.abs(as_float_array(name, v))
+    info = np.finfo(dtype)
+    bad = (arr != 0) & ((arr < info.tiny) | (arr > info.max))
+    if np.any(bad):
+        val = arr.ravel()[np.argmax(bad.ravel())]
+        raise ValueError(
+            f"{name}: {val:g} is outside the range of the compute dtype {np.dtype(dtype).name} "
+            f"(normal numbers {info.tiny:g} to {info.max:g} in magnitude); enable float64 "
+            f"(jax_enable_x64) or choose a value in that range"
+        )
+

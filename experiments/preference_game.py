@@ -51,6 +51,7 @@ from copg_jax.algos.registry import get_method
 from copg_jax.envs import games as games_env
 from copg_jax.exact import games as exact_games
 from copg_jax.sweep import SweepSpec, sweep, validate
+from copg_jax.validation import check_seed
 from experiments import common
 
 ALL_METHODS = "nash_md,omd,online_ipo2,nash_md_pg,egpo"
@@ -117,6 +118,7 @@ def make_games() -> tuple[str, list[games_env.PreferenceGame], dict]:
         k = FLAGS.num_actions
         if k is None or k < 2:
             raise ValueError(f"--num_actions: must be an integer >= 2, got {k!r}")
+        check_seed("--game_seed", FLAGS.game_seed)
         base = jax.random.PRNGKey(FLAGS.game_seed)
         games = [games_env.egpo_random(jax.random.fold_in(base, i), k) for i in range(n)]
         return name, games, {"num_games": n, "num_actions": k, "game_seed": FLAGS.game_seed}

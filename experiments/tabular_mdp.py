@@ -76,6 +76,7 @@ from copg_jax.algos.registry import get_method
 from copg_jax.envs import mdp as mdp_env
 from copg_jax.exact import mdp as exact_mdp
 from copg_jax.sweep import SweepSpec, sweep
+from copg_jax.validation import check_seed
 from experiments import common
 
 DEFAULT_METHODS = "copg,pg,is_pg,rloo,pmd"
@@ -131,6 +132,7 @@ def build_problems():
     scale = FLAGS.behaviour_logit_scale
     if not np.isfinite(scale) or scale < 0:
         raise ValueError(f"--behaviour_logit_scale: must be finite and >= 0, got {scale}")
+    check_seed("--mdp_seed", FLAGS.mdp_seed)
     base = jax.random.PRNGKey(FLAGS.mdp_seed)
     keys = None
     if FLAGS.mdp is not None:

@@ -395,14 +395,15 @@ _B = {"beta": 0.5}
 _LR = {"beta": 0.5, "lr": 1e-3}
 
 register(Method("copg", "bandit", _LR, copg_estimate.__doc__.split("\n")[0],
-                estimate=copg_estimate, expected=copg_expected, num_samples_free=True))
+                estimate=copg_estimate, expected=copg_expected, num_samples_free=True,
+                decomposable=True))
 register(Method("pg", "bandit", _LR, "Naive off-policy PG, b = 0 (biased).",
                 estimate=pg_estimate_with("none"), expected=pg_expected_with("none"),
-                num_samples_free=True))
+                num_samples_free=True, decomposable=True))
 register(Method("pg_value_baseline", "bandit", _LR,
                 "Naive off-policy PG with b = E_π[R] (exact; biased).",
                 estimate=pg_estimate_with("value"), expected=pg_expected_with("value"),
-                num_samples_free=True))
+                num_samples_free=True, decomposable=True))
 for _name, _kind, _extra in (
     ("is_pg", "plain", {}),
     ("is_pg_truncated", "truncated", {"trunc": 1.0}),
@@ -414,13 +415,13 @@ for _name, _kind, _extra in (
                     num_samples_free=True, decomposable=_kind != "self_normalized"))
 register(Method("rloo", "bandit", _LR, "On-policy RLOO on R_β^π.", on_policy=True,
                 estimate=rloo_estimate, expected=rloo_expected, sample=on_policy_sample,
-                num_samples_free=True))
+                num_samples_free=True, decomposable=True))
 register(Method("ipo", "bandit", _LR, "IPO on Bradley–Terry labels, τ = β.",
                 estimate=pref_estimate_with(ipo_pair_direction),
-                expected=pref_expected_with(ipo_pair_direction)))
+                expected=pref_expected_with(ipo_pair_direction), decomposable=True))
 register(Method("dpo", "bandit", _LR, "DPO on Bradley–Terry labels.",
                 estimate=pref_estimate_with(dpo_pair_direction),
-                expected=pref_expected_with(dpo_pair_direction)))
+                expected=pref_expected_with(dpo_pair_direction), decomposable=True))
 register(Method("md", "bandit", {**_B, "eta": 1.0}, md_step.__doc__, exact_step=md_step))
 register(Method("md_proximal", "bandit", {**_B, "eta": 1.0}, md_proximal_step.__doc__,
                 exact_step=md_proximal_step))
@@ -428,4 +429,4 @@ register(Method("mmd", "bandit", {**_B, "eta": 1.0, "magnet_lr": 0.0}, "Magnetic
                 exact_step=mmd_step, init_aux=mmd_init))
 register(Method("mdpo", "bandit", {**_LR, "eta": 1.0}, "Sampled MD (MDPO).", on_policy=True,
                 estimate=mdpo_estimate, expected=mdpo_expected, sample=mdpo_sample,
-                init_aux=mdpo_init, pre_step=mdpo_pre_step))
+                init_aux=mdpo_init, pre_step=mdpo_pre_step, decomposable=True))

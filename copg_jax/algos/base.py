@@ -35,6 +35,7 @@ import jax
 import numpy as np
 
 from copg_jax import validation as v
+from copg_jax.dtypes import float_dtype
 
 Array = jax.Array
 Batch = Mapping[str, Array]
@@ -138,9 +139,12 @@ class Method:
       lookahead: extragradient: evaluate the direction at a look-ahead point
         ``θ + lr·g(θ)`` and apply it from ``θ`` (EGPO).
       num_samples_free: accepts ``cfg.num_samples > 2``.
-      decomposable: ``estimate`` is a mean over the groups of a batch of a per-group term
-        (False e.g. for self-normalized IS); such bandit estimates may be computed from
-        counts of distinct groups (:mod:`copg_jax.batch_counts`).
+      decomposable: ``estimate(batch) = (1/B) Σ_b g(θ; group_b)``, a mean over the groups
+        of a per-group term that does not depend on the rest of the batch; such bandit
+        estimates may be computed from counts of distinct groups
+        (:mod:`copg_jax.batch_counts`). Default False (the raw batch is always correct):
+        a method opts in only when that identity holds. Not e.g. self-normalized IS or
+        a batch-mean baseline, whose terms depend on the whole batch.
     """
 
     name: str
@@ -156,7 +160,7 @@ class Method:
     pre_step: Callable[..., Any] | None = None
     lookahead: bool = False
     num_samples_free: bool = False
-    decomposable: bool = True
+    decomposable: bool = False
 
     def __post_init__(self):
         v.check_choice("problem", self.problem, PROBLEM_KINDS)
@@ -197,4 +201,5 @@ class Method:
         for k, val in out.items():
             lo, hi, lo_open, hi_open = HPARAM_DOMAINS[k]
             v.check_in_range(k, val, lo, hi, lo_open=lo_open, hi_open=hi_open)
+            v.check_representable(k, val, float_dtype())
         return out
