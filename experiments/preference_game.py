@@ -206,8 +206,10 @@ def equilibria(games, taus) -> dict[str, list[list[float]]]:
         batch = games_env.PreferenceGame(P=P, ref_probs=mu)
         for tau in taus:
             sol = jax.vmap(lambda g, t=tau: exact_games.solve_nash(g, t))(batch)
-            if not bool(np.all(np.asarray(sol.converged))):
-                print(f"warning: Nash solve did not converge for some game at τ={tau:g}")
+            bad = np.flatnonzero(~np.asarray(sol.converged))
+            if bad.size:  # never write another τ's equilibrium as π*_τ
+                raise RuntimeError(f"Nash solve did not converge at τ={tau:g} for games "
+                                   f"{bad.tolist()}")
             out[f"tau={tau:g}"] = np.exp(np.asarray(sol.log_probs)).tolist()
     return out
 

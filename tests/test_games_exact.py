@@ -461,3 +461,29 @@ def test_load_game_errors(tmp_path):
     stack = save("stack2.npy", np.stack([G.dice_matrix()] * 2))
     with pytest.raises(ValueError, match=r"^ref_logits: expected shape \(3,\) or \(2, 3\)"):
         G.load_game(stack, save("r4.npy", np.zeros((2, 4))))
+
+
+def test_unconverged_nash_is_nan_not_a_best_effort_at_another_tau():
+    """With too few continuation trials the solver stops at a larger τ (``converged``
+    False). ``nash_equilibrium`` / ``log_nash_equilibrium`` (and so the training target
+    of the game kind, and ``kl_to_nash``) must then be NaN, not that other τ's equilibrium;
+    a converged solve is returned unchanged."""
+    from copg_jax.kinds import get_kind
+
+    g = egpo_single(jax.random.PRNGKey(3), K)
+    tau = 1e-3
+    sol = X.solve_nash(g, tau, max_trials=1)
+    assert not bool(sol.converged)
+    assert np.all(np.isfinite(sol.log_probs))  # a best effort exists ...
+    # ... and it is not π*_τ: its fixed-point residual at τ is far from 0.
+    assert float(X.fixed_point_residual(g, jnp.exp(sol.log_probs), tau)) > 1e-3
+    assert np.all(np.isnan(X.nash_equilibrium(g, tau, max_trials=1)))
+    assert np.all(np.isnan(X.log_nash_equilibrium(g, tau, max_trials=1)))
+    full = X.solve_nash(g, tau)
+    assert bool(full.converged)
+    np.testing.assert_array_equal(log_nash(g, tau), full.log_probs)
+    target = get_kind("game").target(g, {"tau": jnp.asarray(tau)})
+    np.testing.assert_array_equal(target["log_probs"], full.log_probs)
+    m = get_kind("game").metrics(g, jnp.zeros(K), jnp.full(K, 1 / K), {"tau": tau},
+                                 {"probs": jnp.full(K, jnp.nan), "log_probs": jnp.full(K, jnp.nan)})
+    assert np.isnan(float(m["kl_to_nash"]))

@@ -321,7 +321,9 @@ def nash_equilibrium(
       line_search_steps: step lengths ``1, ½, …, 2^{1−line_search_steps}`` (and 0) tried.
 
     Returns:
-      ``[K]`` probabilities ``π*_τ``.
+      ``[K]`` probabilities ``π*_τ``; all NaN if the solver did not converge (``max_trials``
+      hit before ``β = 1/τ``): a target that is not ``π*_τ`` is never returned as if it
+      were. ``solve_nash`` gives the best effort and the ``converged`` flag.
     """
     sol = solve_nash(
         game,
@@ -333,11 +335,19 @@ def nash_equilibrium(
         tau_start,
         line_search_steps,
     )
-    return jnp.exp(sol.log_probs)
+    return jnp.exp(_nan_unless_converged(sol))
+
+
+def _nan_unless_converged(sol: NashSolution) -> jax.Array:
+    """``sol.log_probs``, or NaN everywhere if ``sol.converged`` is False (jit-able: under
+    ``vmap`` only the unconverged instances are NaN)."""
+    return jnp.where(sol.converged, sol.log_probs, jnp.nan)
 
 
 def log_nash_equilibrium(game: PreferenceGame, tau, **kwargs) -> jax.Array:
     """``ln π*_τ`` (normalized log-probabilities), accurate also for entries that underflow
     to 0 in ``nash_equilibrium`` (at small τ they are ≈ ``a − b/τ``). Same keyword arguments
-    as ``nash_equilibrium``."""
-    return solve_nash(game, tau, **kwargs).log_probs
+    as ``nash_equilibrium``; all NaN if the solver did not converge (so the training
+    target of :mod:`copg_jax.kinds.game`, and with it ``kl_to_nash``, is NaN, not the
+    equilibrium of another τ)."""
+    return _nan_unless_converged(solve_nash(game, tau, **kwargs))
