@@ -9,13 +9,27 @@ target as a dashed line beside π*.
 Two cases, following the training loop's precedence (``exact_step`` first):
 
 * **closed-form methods** (``exact_step``: mirror descent, MMD, exact Nash-MD, PMD, ...):
-  the map ``θ ↦ exact_step(θ)`` is iterated in a ``lax.while_loop`` (calling ``pre_step``
-  first, as the training loop does, and carrying ``aux``) until the change of the
-  normalized logits ``log_softmax(θ)`` (plus the change of the floating leaves of ``aux``,
-  e.g. a moving magnet) is below ``tol``. ``residual`` is that last change; the step index
-  ``t`` passed to ``exact_step`` is the iteration count. Use a constant step schedule
-  (``cfg.eta_schedule="constant"``, the default): with a decreasing one the change
+  the map ``θ ↦ F(θ) = exact_step(θ)`` is iterated in a ``lax.while_loop`` (calling
+  ``pre_step`` first, as the training loop does, and carrying ``aux``) until its
+  *step-independent* residual is below ``tol``: the change per unit step,
+
+      r_t = ‖C(log_softmax(F(θ_t)) − log_softmax(θ_t))‖ / η + ‖aux_{t+1} − aux_t‖ / η_aux,
+
+  with ``C`` the centering of each logit row (softmax is blind to the row shift), ``η``
+  the method's step (hp ``eta``, else ``lr``, else 1) and ``η_aux`` the
+  smallest positive of its step-like hyperparameters (``eta``, ``magnet_lr``; the
+  magnet of MMD moves by ``magnet_lr``). For an update of the form ``θ + η G(θ)`` (mirror
+  descent: ``G = R + β ln π_ref − β ln π``; the proximal form divides it by ``1 + ηβ``)
+  ``r_t = ‖C G(θ_t)‖`` is the
+  residual of the fixed-point equation itself, whatever ``η``: a tiny step no longer
+  "converges" at once (md with η = 1e-11 used to stop after one step at π_ref; MMD with
+  ``magnet_lr = 1e-12``, whose fixed point is at infinity, used to stop as soon as its
+  per-step change was below ``tol``). ``residual`` is the last ``r_t``; the step index
+  ``t`` passed to ``exact_step`` is the iteration count. The step schedule must be
+  constant (``cfg.eta_schedule="constant"``, checked): with a decreasing one the change
   vanishes because the step does, before the iterate reaches the fixed point.
+  Rounding floor: ``r_t`` cannot go below about ``eps·‖θ‖/η``, so with float32 and
+  ``η ≲ 1e-2`` pass a larger ``tol``.
 * **gradient methods** (``expected``): solve ``g(θ) = expected(θ) = 0``.
 
   1. *Warm start*: ``warm_steps`` Adam ascent steps on the exact direction inside a
@@ -49,13 +63,16 @@ look-ahead point is ``θ`` itself, so the fixed points coincide.
 diverge while ``‖g‖`` decays towards 0 only asymptotically (every direction of the form
 ``π ∘ (...)`` vanishes at the simplex vertices, e.g. unregularized PG, or RLOO if Newton
 starts too far away). Such a run is reported with ``converged=False``, never as a wrong
-finite answer. A gradient method's point is accepted only if ``residual ≤ tol``, Newton's
+finite answer. A gradient method's point is accepted iff ``residual ≤ tol``, Newton's
 estimate of the remaining distance ``‖J⁺g‖ ≤ xtol`` (small at a regular root, O(1) while
 sliding to infinity, where ``J`` shrinks with ``g``; the shift of each logit row, to which
-softmax is blind, is removed from ``J⁺g`` first), and every logit row is finite with a
-spread ``max − min ≤ max_logit_range`` (default 100: probability ratios up to e¹⁰⁰). A
-closed-form iteration that hits ``max_iters`` with its change still above ``tol`` (e.g. MMD
-with a moving magnet, which runs to the greedy vertex) is ``converged=False``.
+softmax is blind, is removed from ``J⁺g`` first), and the logits are finite. The spread
+of the logits is *not* a criterion: a finite root may be far from π_ref (CoPG or mirror
+descent at β = 0.01 on the paper bandit: π* has logit spread 150, π*(y₃) ≈ 7e-66, and it
+is a regular root with residual ~1e-17); ``max_logit_range`` (default ``inf``) only
+adds an optional bound. A closed-form iteration that hits ``max_iters`` with its
+residual still above ``tol`` (e.g. MMD with a moving magnet, which runs to the greedy
+vertex) is ``converged=False``.
 
 **Flat regions.** Where the exact direction is identically zero on an open set, the
 starting point (π_ref) is a genuine fixed point of the population update and is returned
@@ -75,6 +92,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -89,7 +107,10 @@ from copg_jax.kinds.base import ProblemKind
 
 Array = jax.Array
 
-DEFAULT_MAX_LOGIT_RANGE = 100.0
+#: No bound on the logit spread by default (see the module doc).
+DEFAULT_MAX_LOGIT_RANGE = math.inf
+#: Hyperparameters read as step sizes by the closed-form residual (module doc).
+STEP_HPARAMS = ("eta", "magnet_lr")
 
 
 class FixedPoint(NamedTuple):
@@ -98,11 +119,11 @@ class FixedPoint(NamedTuple):
     Attributes:
       logits: normalized logits ``log_softmax(θ, axis=-1)`` at the fixed point.
       probs: the policy there (``kind.probs(logits)``).
-      residual: ``‖expected(θ)‖`` (gradient methods) or the norm of the last closed-form
-        step's change (closed-form methods).
+      residual: ``‖expected(θ)‖`` (gradient methods) or the last closed-form step's
+        change per unit step (closed-form methods; module doc).
       converged: scalar bool array: residual ≤ tol, (gradient methods) Newton's distance
-        estimate ``‖J⁺g‖ ≤ xtol``, and the logits are finite with a spread ≤
-        ``max_logit_range`` (False for a fixed point at infinity).
+        estimate ``‖J⁺g‖ ≤ xtol``, and the logits are finite (with a spread ≤
+        ``max_logit_range`` if one is given). False for a fixed point at infinity.
       iterations: closed-form iterations, or warm-start steps + Newton iterations.
     """
 
@@ -135,6 +156,11 @@ def _normalize(logits: Array) -> Array:
     return jax.nn.log_softmax(logits, axis=-1)
 
 
+def _centered(x: Array) -> Array:
+    """``x`` minus its mean over the action axis: the part of a logit change softmax sees."""
+    return x - jnp.mean(x, axis=-1, keepdims=True)
+
+
 def _spread_ok(logits: Array, max_range) -> Array:
     spread = jnp.max(logits, axis=-1) - jnp.min(logits, axis=-1)
     return jnp.all(jnp.isfinite(logits)) & jnp.all(spread <= max_range)
@@ -155,14 +181,30 @@ def _tree_change(new, old) -> Array:
     return jnp.sqrt(sum(sq)) if sq else jnp.zeros(())
 
 
+def _unit_steps(hp: Mapping[str, Array], dtype) -> tuple[Array, Array]:
+    """``(η, η_aux)`` of the closed-form residual (module doc): η = hp ``eta``, else ``lr``,
+    else 1; ``η_aux`` = the smallest positive value among :data:`STEP_HPARAMS` in ``hp``
+    (else η). A step of 0 (``magnet_lr = 0``: the magnet is fixed) is not a step."""
+    one = jnp.ones((), dtype)
+    eta = hp["eta"] if "eta" in hp else hp.get("lr", one)
+    eta_aux = jnp.asarray(eta, dtype)
+    for name in STEP_HPARAMS:
+        if name in hp:
+            s = jnp.asarray(hp[name], dtype)
+            eta_aux = jnp.where(s > 0, jnp.minimum(eta_aux, s), eta_aux)
+    return jnp.asarray(eta, dtype), eta_aux
+
+
 def _closed_form(method: Method, problem, hp, cfg, logits0, aux0, tol, max_iters, max_range):
+    eta, eta_aux = _unit_steps(hp, logits0.dtype)
+
     def body(c):
         logits, aux, _, t = c
         if method.pre_step is not None:
             aux = method.pre_step(logits, aux, problem, hp, t, cfg)
         new, new_aux = method.exact_step(logits, aux, problem, hp, t, cfg)
-        change = jnp.sqrt(jnp.sum((_normalize(new) - _normalize(logits)) ** 2))
-        change = change + _tree_change(new_aux, aux)
+        change = jnp.sqrt(jnp.sum(_centered(_normalize(new) - _normalize(logits)) ** 2)) / eta
+        change = change + _tree_change(new_aux, aux) / eta_aux
         change = jnp.where(jnp.isfinite(change), change, jnp.inf)
         return new, new_aux, change.astype(logits0.dtype), t + 1
 
@@ -353,7 +395,8 @@ def fixed_point(
       xtol: largest accepted Newton distance estimate ``‖J⁺g‖`` at the returned point
         (gradient methods; default ``sqrt(tol)``).
       warm_steps, warm_lr, newton_iters: gradient-method solver settings (module doc).
-      max_logit_range: largest accepted logit spread per row (fixed points at infinity).
+      max_logit_range: optional largest accepted logit spread per row (default ``inf``:
+        none; a finite root is accepted by its residual and Newton distance alone).
       key: for ``init_aux`` (default ``PRNGKey(0)``).
 
     Returns:
@@ -403,6 +446,9 @@ def fixed_points(
     cfg = (cfg or StaticConfig(mode="exact")).replace(mode="exact")
     for method in methods:
         method.check_config(cfg)
+        if method.exact_step is not None and cfg.eta_schedule != "constant":
+            raise ValueError(f"eta_schedule: a closed-form fixed point ({method.name!r}) "
+                             f"needs a constant step, got {cfg.eta_schedule!r}")
     hps = [to_hparams(m, hp) for m, hp in zip(methods, hps, strict=True)]
     if max_iters < 1 or warm_steps < 0 or newton_iters < 0:
         raise ValueError(

@@ -46,6 +46,7 @@ TARGETS_PI_STAR = [
     ("is_pg", {}),
     ("is_pg", {"baseline": "none"}),
     ("is_pg_self_normalized", {}),
+    ("is_pg_truncated", {}),
     ("rloo", {}),
     ("mdpo", {}),
     ("md", {}),
@@ -304,3 +305,82 @@ def test_copg_fixed_point_is_pi_star_when_the_data_concentrate_on_the_worst_arm(
     fp = fixed_point("copg", problem, {"beta": BETA}, StaticConfig(mode="exact"))
     assert bool(fp.converged), fp
     np.testing.assert_allclose(fp.probs, eb.optimal_policy(problem, BETA), atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------
+# Closed-form residual per unit step; finite roots far from π_ref
+
+
+def log_pi_star(problem, beta):
+    """``ln π*`` in closed form (SPEC §1): ``ln π_ref + R/β − ln Σ π_ref e^{R/β}``."""
+    z = np.log(np.asarray(problem.ref_probs)) + np.asarray(problem.rewards) / beta
+    return z - (z.max() + np.log(np.exp(z - z.max()).sum()))
+
+
+@pytest.mark.parametrize("eta", [1e-11, 1e-3, 1.0])
+def test_closed_form_residual_does_not_depend_on_the_step(eta):
+    """One md step from the uniform π_ref is ``log_softmax(ln π_ref + ηR)`` whatever β, a
+    change of ``η (R − R̄)``: per unit step the residual is ``‖R − R̄‖`` for every η (it
+    was ``η ‖R − R̄‖``, so η = 1e-11 'converged' after one step at π_ref)."""
+    problem = paper_bandit()
+    r = np.asarray(problem.rewards)
+    fp = fixed_point("md", problem, {"beta": BETA, "eta": eta}, max_iters=1)
+    np.testing.assert_allclose(float(fp.residual), np.linalg.norm(r - r.mean()), rtol=1e-4)
+    assert not bool(fp.converged)
+
+
+def test_tiny_steps_are_not_reported_as_converged():
+    """md with η = 1e-11 stays at π_ref (regret 0.29) within ``max_iters``: not converged.
+    MMD with a moving magnet has its fixed point at infinity whatever ``magnet_lr > 0``;
+    at 1e-12 its per-step change is ~1e-12 < tol, but per unit of magnet step the magnet
+    residual ``‖π_{t+1} − m_t‖`` is O(1): not converged either."""
+    problem = paper_bandit()
+    fp = fixed_point("md", problem, {"beta": BETA, "eta": 1e-11}, max_iters=1000)
+    assert not bool(fp.converged) and int(fp.iterations) == 1000
+    assert regret(problem, fp.probs) > 0.29
+    fp = fixed_point("mmd", problem, {"beta": BETA, "magnet_lr": 1e-12}, max_iters=1000)
+    assert not bool(fp.converged) and int(fp.iterations) == 1000
+    assert float(fp.residual) > 0.1
+    # The same solver still converges, to π*, with a usable step and a fixed magnet.
+    for hp in ({"eta": 0.01}, {"eta": 1.0}):
+        fp = fixed_point("md", problem, {"beta": BETA, **hp})
+        assert bool(fp.converged) and regret(problem, fp.probs) < 1e-8
+    fp = fixed_point("mmd", problem, {"beta": BETA, "magnet_lr": 0.0})
+    assert bool(fp.converged) and regret(problem, fp.probs) < 1e-8
+
+
+def test_decreasing_step_schedule_is_refused_for_closed_form_fixed_points():
+    with pytest.raises(ValueError, match=r"^eta_schedule:"):
+        fixed_point("md", paper_bandit(), {"beta": BETA},
+                    StaticConfig(mode="exact", eta_schedule="nash_md"))
+
+
+@pytest.mark.parametrize("name", ["copg", "md"])
+def test_fixed_point_at_small_beta_is_pi_star_whatever_its_logit_spread(name):
+    """β = 0.01 on the paper bandit: ``ln π* = ln π_ref + R/β − LSE`` has spread
+    ``(2.5 − 1)/0.01 = 150`` (π*(y₃) ≈ 7e-66). It is a regular root and must be accepted
+    (it was rejected by a spread bound of 100) and equal π* computed in closed form.
+    (``is_pg`` and ``rloo``, whose directions are ``∝ π``, are not in this list: there the
+    worst arm's component is ~π(y₃) ≈ e⁻⁵⁸ when the warm start ends, Newton cannot resolve
+    it, and the solver honestly reports ``converged=False``.)"""
+    problem = paper_bandit()
+    beta = 0.01
+    fp = fixed_point(name, problem, {"beta": beta})
+    want = log_pi_star(problem, beta)
+    assert np.ptp(want) > 100
+    assert bool(fp.converged), fp
+    np.testing.assert_allclose(fp.logits, want, rtol=1e-10, atol=1e-6)
+    assert regret(problem, fp.probs, beta) < 1e-12
+
+
+def test_bandit_worker_writes_the_small_beta_fixed_point():
+    """The copg_bandit summary writes a converged fixed point, not ``None``, at β = 0.01."""
+    from experiments.fixed_point_worker import problem_arrays, solve_fixed_points
+
+    problem = paper_bandit()
+    (out,) = solve_fixed_points(problem_arrays(problem), [("copg", {"beta": 0.01})],
+                                StaticConfig(mode="exact"))
+    assert out["fixed_point_converged"]
+    np.testing.assert_allclose(out["fixed_point"], np.exp(log_pi_star(problem, 0.01)),
+                               atol=1e-12)
+    assert abs(out["fixed_point_regret"]) < 1e-12
