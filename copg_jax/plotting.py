@@ -1,4 +1,5 @@
-"""Figures: curves with 95% bands, fixed points as dashed lines, grid views.
+"""Figures: curves with Student-t 95% bands over independent units, fixed points as
+dashed lines, grid views.
 
 Colours are fixed per method name, so a method looks the same in every figure.
 """
@@ -13,6 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from copg_jax import stats  # noqa: E402
 
 # Methods that appear together get distinct, saturated colours; a name keeps its colour
 # in every figure (copg is always blue, whichever problem kind).
@@ -36,14 +39,19 @@ def method_color(name: str):
 
 
 def mean_ci(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and normal-approximation 95% band ``mean ± 1.96 s/√n`` along ``axis``."""
-    x = np.asarray(x, np.float64)
-    n = x.shape[axis]
-    m = x.mean(axis=axis)
-    if n < 2:
-        return m, m, m
-    h = 1.96 * x.std(axis=axis, ddof=1) / np.sqrt(n)
-    return m, m - h, m + h
+    """Mean and Student-t 95% band ``mean ± t_{0.975, n−1} s/√n`` along ``axis``; the
+    ``n`` rows must be independent units (:func:`copg_jax.stats.units`)."""
+    return stats.mean_ci(x, axis=axis)
+
+
+def band_caption(methods: Mapping[str, Mapping]) -> str:
+    """``"band over <what> (<methods>); ..."`` from each method's summary ``ci_over``."""
+    groups: dict[str, list[str]] = {}
+    for name, s in methods.items():
+        groups.setdefault(str(s.get("ci_over", "?")), []).append(name)
+    if len(groups) == 1:
+        return f"band over {next(iter(groups))}"
+    return "band over " + "; ".join(f"{k} ({', '.join(v)})" for k, v in groups.items())
 
 
 def plot_curves(

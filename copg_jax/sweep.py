@@ -42,6 +42,7 @@ import copg_jax
 import copg_jax.kinds
 from copg_jax import data as data_lib
 from copg_jax import results as rs
+from copg_jax import stats as stats_lib
 from copg_jax import train
 from copg_jax.algos.base import Method, StaticConfig
 from copg_jax.algos.registry import get_method
@@ -74,6 +75,11 @@ class SweepSpec:
       logs_per_chunk: logged points per chunk (progress/checkpoint granularity);
         ``None`` = about 10 chunks.
       max_parallel: at most this many runs in memory at once (``None`` = all).
+      pool_instances: the problem instances are exchangeable draws of one random problem
+        (random MDPs or games), so one interval over them is meaningful; by default they
+        are distinct problems and each gets its own (:func:`copg_jax.stats.final_stats`;
+        each method's summary entry says in ``ci_over`` what its band is over).
+        Statistics only: not part of the fingerprint.
     """
 
     experiment: str
@@ -88,6 +94,7 @@ class SweepSpec:
     seed: int = 0
     logs_per_chunk: int | None = None
     max_parallel: int | None = None
+    pool_instances: bool = False
 
     def grid_points(self) -> list[dict[str, float]]:
         names = list(self.grid)
@@ -154,9 +161,9 @@ def validate(spec: SweepSpec) -> list[Method]:
     if unknown:
         raise ValueError(f"method_hparams: names methods not in the sweep: {sorted(unknown)}")
     for m in methods:
-        method_config(spec, m)
+        cfg = method_config(spec, m)
         for point in spec.grid_points():
-            m.resolve_hparams(spec.method_point(m.name, point))
+            m.check_step(m.resolve_hparams(spec.method_point(m.name, point)), cfg)
     return methods
 
 
@@ -420,13 +427,10 @@ def run_methods(
 
 
 def ci95(x: np.ndarray) -> tuple[float, float, float]:
-    """Mean and normal-approximation 95% interval ``mean ± 1.96 s/√n`` over ``x``."""
-    x = np.asarray(x, np.float64).ravel()
-    m = float(np.mean(x))
-    if x.size < 2:
-        return m, m, m
-    h = 1.96 * float(np.std(x, ddof=1)) / math.sqrt(x.size)
-    return m, m - h, m + h
+    """Mean and Student-t 95% interval ``mean ± t_{0.975, n−1} s/√n`` over the ``n``
+    values of ``x``, taken as independent (see :mod:`copg_jax.stats` for which are)."""
+    m, lo, hi = stats_lib.mean_ci(np.asarray(x, np.float64).ravel())
+    return float(m), float(lo), float(hi)
 
 
 def sweep(
@@ -498,12 +502,8 @@ def sweep(
         for m in methods:
             hp = spec.resolved_hparams(m, point)
             stats: dict[str, Any] = {"mode": timing["modes"][m.name], "hparams": hp}
-            for k, v in per_method[m.name].items():
-                mean, lo, hi = ci95(v[gi, :, :, -1])
-                stats[f"final_{k}_mean"] = mean
-                stats[f"final_{k}_ci95"] = [lo, hi]
-                if v.shape[1] > 1:  # several problem instances: their seed means
-                    stats[f"final_{k}_by_instance"] = np.mean(v[gi, :, :, -1], axis=1).tolist()
+            for k, v in per_method[m.name].items():  # CIs over independent units only
+                stats.update(stats_lib.final_stats(v[gi], k, spec.pool_instances))
             if method_summary is not None:
                 stats.update(method_summary(m.name, hp))
             entry["methods"][m.name] = stats

@@ -313,6 +313,7 @@ def train(method: Method | str, problem, hp=None, cfg: StaticConfig | None = Non
         method = get_method(method, problem_kind)
     cfg = cfg or StaticConfig()
     method.check_config(cfg)
+    method.check_step(method.resolve_hparams(hp), cfg)
     hp = to_hparams(method, hp)
     if isinstance(seed, int | np.integer):
         check_seed("seed", seed)

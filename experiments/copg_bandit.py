@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 from absl import flags
 
-from copg_jax import plotting
-from copg_jax.algos.base import StaticConfig
+from copg_jax import plotting, stats
+from copg_jax.algos.base import StaticConfig, stable_eta
 from copg_jax.algos.registry import get_method
 from copg_jax.envs import bandit as bandit_env
 from copg_jax.exact import bandit as exact_bandit
@@ -46,7 +46,8 @@ flags.DEFINE_string("mu2", "0.05,0.05,0.9", "Behaviour distribution of y'.")
 flags.DEFINE_string("ref", None, "Reference policy (default uniform).")
 flags.DEFINE_string("beta", "0.5", "KL strength β (comma list = grid).")
 flags.DEFINE_string("lr", "1e-3", "Adam learning rate (comma list = grid).")
-flags.DEFINE_string("eta", "0.01", "Mirror-descent step η for md/mmd (comma list = grid).")
+flags.DEFINE_string("eta", None, "Mirror-descent step η for md/mmd (comma list = grid; md "
+                    "needs 0 < ηβ <= 1); default min(0.01, 1/max β).")
 flags.DEFINE_integer("batch_size", 512, "Pairs per minibatch.")
 flags.DEFINE_integer("epochs", 100, "Passes over the offline dataset.")
 flags.DEFINE_integer("num_pairs", 10_000, "Size of the offline dataset.")
@@ -95,7 +96,8 @@ def build(argv=None):
     }
     methods = common.parse_methods(FLAGS.methods)
     if any(get_method(m, "bandit").exact_step is not None for m in methods):
-        grid["eta"] = common.parse_floats("eta", FLAGS.eta)
+        grid["eta"] = common.parse_floats("eta", FLAGS.eta or str(stable_eta(0.01,
+                                                                          grid["beta"])))
     spec = SweepSpec(
         experiment="copg_bandit",
         problem_kind="bandit",
@@ -181,38 +183,61 @@ def fixed_point_summary(problems, cfg: StaticConfig):
     return summarize
 
 
+def _regret_figure(path, steps, entry, curves, gi: int, inst: int, problem, label: str):
+    """Regret curves of instance ``inst`` at grid point ``gi``: mean and Student-t band
+    over its independent units (seeds; none when the runs are deterministic)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    runs = {m: stats.units(curves[f"{m}/regret"][gi, inst:inst + 1], pool=False)[0]
+            for m in entry["methods"]}
+    fps = {}
+    for m, s in entry["methods"].items():
+        fp = s.get("fixed_point_regret", (s.get("fixed_point_regret_by_instance")
+                                          or [None] * (inst + 1))[inst])
+        fps[m] = fp if stats.is_finite_run(s, "regret") else None  # none for a NaN run
+    for ax, logy in zip(axes, (False, True), strict=True):
+        plotting.plot_curves(ax, steps, runs, fps, logy=logy)
+        ax.set_xlabel("update")
+        ax.set_ylabel("regret  J(π*) − J(π)")
+    uniform = float(exact_bandit.regret(problem, np.full(problem.num_actions,
+                                                         1 / problem.num_actions),
+                                        entry["hparams"]["beta"]))
+    axes[0].axhline(uniform, color="grey", ls=":", lw=1)
+    axes[0].text(steps[-1], uniform, " uniform π", va="bottom", ha="right", color="grey",
+                 fontsize=8)
+    hp = ", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items())
+    fig.suptitle(f"CoPG toy bandit ({hp}{label}): regret, mean and "
+                 f"{plotting.band_caption(entry['methods'])};\ndashed = each method's "
+                 "population fixed point", fontsize=9)
+    axes[0].set_title("linear scale", fontsize=9)
+    axes[1].set_title("log scale", fontsize=9)
+    axes[1].legend(fontsize=8, ncol=2, loc="lower left")
+    plotting.save(fig, path)
+
+
+def _first_instance(s: dict, metric: str) -> tuple[float, list[float]]:
+    """``(mean, [lo, hi])`` of the final metric: pooled, or instance 0 when the instances
+    are distinct problems (``--mu_mix``) that have no interval in common."""
+    if s[f"final_{metric}_ci95"] is not None:
+        return s[f"final_{metric}_mean"], s[f"final_{metric}_ci95"]
+    return s[f"final_{metric}_by_instance"][0], s[f"final_{metric}_ci95_by_instance"][0]
+
+
 def make_figures(result, problems) -> None:
-    problem = problems[0]
     summary, curves = result.summary, result.curves
     steps = curves["steps"]
     grid = summary["grid"]
     out = result.out
-    for gi, entry in enumerate(grid):
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-        runs = {m: curves[f"{m}/regret"][gi].reshape(-1, len(steps)) for m in entry["methods"]}
-        fps = {m: s.get("fixed_point_regret") for m, s in entry["methods"].items()}
-        for ax, logy in zip(axes, (False, True), strict=True):
-            plotting.plot_curves(ax, steps, runs, fps, logy=logy)
-            ax.set_xlabel("update")
-            ax.set_ylabel("regret  J(π*) − J(π)")
-        uniform = float(exact_bandit.regret(problem, np.full(problem.num_actions,
-                                                             1 / problem.num_actions),
-                                            entry["hparams"]["beta"]))
-        axes[0].axhline(uniform, color="grey", ls=":", lw=1)
-        axes[0].text(steps[-1], uniform, " uniform π", va="bottom", ha="right", color="grey",
-                     fontsize=8)
-        hp = ", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items())
-        n_runs = next(iter(runs.values())).shape[0]
-        fig.suptitle(f"CoPG toy bandit ({hp}): regret, mean and 95% CI over {n_runs} seeds;"
-                     " dashed = each method's population fixed point", fontsize=10)
-        axes[0].set_title("linear scale", fontsize=9)
-        axes[1].set_title("log scale", fontsize=9)
-        axes[1].legend(fontsize=8, ncol=2, loc="lower left")
-        name = "regret.png" if len(grid) == 1 else f"regret_{gi}.png"
-        plotting.save(fig, out / name)
     mixes = summary["config"].get("mu_mix")
+    for gi, entry in enumerate(grid):
+        name = "regret" if len(grid) == 1 else f"regret_{gi}"
+        if not mixes:
+            _regret_figure(out / f"{name}.png", steps, entry, curves, gi, 0, problems[0], "")
+            continue
+        for i, lam in enumerate(mixes):  # distinct problems: one figure each, never pooled
+            _regret_figure(out / f"{name}_mix{i}.png", steps, entry, curves, gi, i,
+                           problems[i], f"; μ mix λ={lam:g}")
     if mixes:
         import matplotlib.pyplot as plt
 
@@ -221,13 +246,14 @@ def make_figures(result, problems) -> None:
             finals = {}
             for m in entry["methods"]:
                 final = curves[f"{m}/regret"][gi, :, :, -1]  # [instance, seed]
-                finals[m] = [plotting.mean_ci(final[i]) for i in range(final.shape[0])]
+                finals[m] = [plotting.mean_ci(u) for u in stats.units(final, pool=False)]
             plotting.plot_grid(ax, [1 - x for x in mixes], finals)
             ax.invert_xaxis()
             ax.set_xlabel("1 − λ  (mass of μ left off the worst arm)")
             ax.set_ylabel("final regret")
             ax.legend(fontsize=7, ncol=2)
-            ax.set_title("final regret as μ concentrates on the worst arm", fontsize=9)
+            ax.set_title("final regret as μ concentrates on the worst arm; "
+                         f"{plotting.band_caption(entry['methods'])}", fontsize=7)
             plotting.save(fig, out / f"final_regret_vs_mu_mix_{gi}.png")
     betas = summary["config"]["grid"]["beta"]
     if len(betas) > 1:
@@ -243,9 +269,11 @@ def make_figures(result, problems) -> None:
                 continue
             xs.append(entry["hparams"]["beta"])
             for m, s in entry["methods"].items():
-                lo, hi = s["final_regret_ci95"]
-                finals.setdefault(m, []).append((s["final_regret_mean"], lo, hi))
+                mean, (lo, hi) = _first_instance(s, "regret")
+                finals.setdefault(m, []).append((mean, lo, hi))
         plotting.plot_grid(ax, xs, finals)
+        ax.set_title(("first μ mix instance; " if mixes else "")
+                     + plotting.band_caption(grid[0]["methods"]), fontsize=7)
         ax.set_xlabel("β")
         ax.set_ylabel("final regret")
         ax.legend(fontsize=8, ncol=2)
@@ -286,12 +314,13 @@ def main(argv) -> None:
     for entry in result.summary["grid"]:
         print("  " + ", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items()))
         for m, s in entry["methods"].items():
-            lo, hi = s["final_regret_ci95"]
             fp = s.get("fixed_point_regret", s.get("fixed_point_regret_by_instance"))
             fps = ("diverges" if fp is None else f"{fp:.4f}" if isinstance(fp, float)
                    else str([None if x is None else round(x, 4) for x in fp]))
-            print(f"    {m:20s} final regret {s['final_regret_mean']:.4f} "
-                  f"[{lo:.4f}, {hi:.4f}]  fixed-point regret {fps}")
+            if not stats.is_finite_run(s, "regret"):  # never a fixed point beside a NaN
+                fps = "not shown (the run is not finite)"
+            print(f"    {m:20s} final regret {stats.format_final(s, 'regret')}  "
+                  f"fixed-point regret {fps}")
     print(f"compile {t['compile_s']:.1f}s  run {t['run_s']:.1f}s  -> {result.out}")
 
 

@@ -45,8 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from copg_jax import plotting
-from copg_jax.algos.base import StaticConfig
+from copg_jax import plotting, stats
+from copg_jax.algos.base import StaticConfig, stable_eta
 from copg_jax.algos.registry import get_method
 from copg_jax.envs import games as games_env
 from copg_jax.exact import games as exact_games
@@ -132,8 +132,9 @@ def make_games() -> tuple[str, list[games_env.PreferenceGame], dict]:
     return name, [g], {"rewards": rewards}
 
 
-def step_sizes(methods: list[str], mode: str) -> tuple[dict, dict]:
-    """(grid additions, per-method fixed hparams) for lr / eta."""
+def step_sizes(methods: list[str], mode: str, taus) -> tuple[dict, dict]:
+    """(grid additions, per-method fixed hparams) for lr / eta; a default η is capped at
+    1/max τ (the closed forms need ητ <= 1)."""
     grid: dict = {}
     per_method: dict = {m: {} for m in methods}
     for flag, defaults in (("lr", DEFAULT_LR[mode]), ("eta", DEFAULT_ETA)):
@@ -143,7 +144,8 @@ def step_sizes(methods: list[str], mode: str) -> tuple[dict, dict]:
         else:
             for m in methods:
                 if m in defaults:
-                    per_method[m][flag] = defaults[m]
+                    per_method[m][flag] = (stable_eta(defaults[m], taus) if flag == "eta"
+                                           else defaults[m])
     if FLAGS.mix is not None:
         if not 0.0 <= FLAGS.mix <= 1.0:
             raise ValueError(f"--mix: must lie in [0, 1], got {FLAGS.mix:g}")
@@ -178,7 +180,7 @@ def _build():
     cfg = StaticConfig(mode=mode, data="on_policy", num_steps=steps, log_every=log_every,
                        batch_size=common.parse_positive_int("batch_size", FLAGS.batch_size),
                        optimizer="sgd", eta_schedule="constant")
-    extra_grid, per_method = step_sizes(methods, mode)
+    extra_grid, per_method = step_sizes(methods, mode, taus)
     grid = {"tau": taus, **extra_grid}
     seeds = FLAGS.seeds if FLAGS["seeds"].present or not FLAGS.exact else 1
     seeds = common.parse_positive_int("seeds", seeds)
@@ -187,7 +189,8 @@ def _build():
     spec = SweepSpec(
         experiment="preference_game", problem_kind="game", methods=methods, grid=grid,
         method_hparams={m: hp for m, hp in per_method.items() if hp}, num_seeds=seeds,
-        cfg=cfg, seed=FLAGS.seed, max_parallel=FLAGS.max_parallel)
+        cfg=cfg, seed=FLAGS.seed, max_parallel=FLAGS.max_parallel,
+        pool_instances=name == "egpo")  # random games pooled; a user's games are distinct
     try:  # every hparam check before anything runs
         validate(spec)
     except ValueError as e:
@@ -231,6 +234,10 @@ def make_figures(summary, curves, out, title: str) -> None:
     steps = curves["steps"]
     grid = summary["grid"]
     taus = sorted({e["hparams"]["tau"] for e in grid}, reverse=True)
+    pool = summary["config"].get("game") == "egpo"  # as SweepSpec.pool_instances
+    n_games = curves[f"{next(iter(grid[0]['methods']))}/gap"].shape[1]
+    if not pool and n_games > 1:
+        title = f"{title}, game 0 shown (distinct games are never pooled)"
     others = sorted({tuple((k, v) for k, v in e["hparams"].items() if k != "tau")
                      for e in grid})
     for oi, other in enumerate(others):
@@ -238,7 +245,7 @@ def make_figures(summary, curves, out, title: str) -> None:
         for ax, tau in zip(axes[0], taus, strict=True):
             gi = next(i for i, e in enumerate(grid) if e["hparams"]["tau"] == tau
                       and tuple((k, v) for k, v in e["hparams"].items() if k != "tau") == other)
-            runs = {m: curves[f"{m}/gap"][gi].reshape(-1, len(steps))
+            runs = {m: stats.units(curves[f"{m}/gap"][gi], pool)[0]  # game 0 if distinct
                     for m in grid[gi]["methods"]}
             plotting.plot_curves(ax, steps, runs, logy=True, floor=1e-12)
             ax.set_title(f"τ = {tau:g}", fontsize=10)
@@ -246,10 +253,9 @@ def make_figures(summary, curves, out, title: str) -> None:
             ax.set_ylabel("duality gap")
         axes[0][0].legend(fontsize=8)
         hp = ", ".join(f"{k}={v:g}" for k, v in other)
-        n_runs = next(iter(runs.values())).shape[0]
         fig.suptitle(f"{title}{' (' + hp + ')' if hp else ''}: duality gap of the last "
-                     f"iterate, mean and 95% band over {n_runs} runs (games × seeds)",
-                     fontsize=10)
+                     f"iterate, mean and {plotting.band_caption(grid[gi]['methods'])}",
+                     fontsize=9)
         name = "gap.png" if len(others) == 1 else f"gap_{oi}.png"
         plotting.save(fig, out / name)
 
@@ -311,8 +317,7 @@ def main(argv) -> None:
     for entry in summary["grid"]:
         print("  " + ", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items()))
         for m, s in entry["methods"].items():
-            lo, hi = s["final_gap_ci95"]
-            print(f"    {m:12s} final gap {s['final_gap_mean']:.3e} [{lo:.3e}, {hi:.3e}]  "
+            print(f"    {m:12s} final gap {stats.format_final(s, 'gap', '.3e')}  "
                   f"KL(π*‖π) {s['final_kl_to_nash_mean']:.3e}")
     print(f"nash {t_nash:.1f}s  sweeps {wall:.1f}s  -> {out}")
 

@@ -38,7 +38,8 @@ randomness of their own, so their ``--instances`` differ only by μ (instance i 
 ``fold_in(PRNGKey(--mdp_seed), i)``). A ``--mdp`` file's own ``behaviour`` array is used
 when present, otherwise μ is drawn the same way (one instance per file).
 
-summary.json: per method ``final_regret_mean``/``_ci95`` (over all instances × seeds),
+summary.json: per method ``final_regret_mean``/``_ci95`` (Student-t, over instances ×
+seeds, or instances alone when the runs are deterministic; ``ci_over`` says which),
 ``final_regret_by_instance`` (seed means), and ``fixed_point_regret_by_instance`` (or
 ``fixed_point_regret`` for one instance): the regret of the method's population fixed
 point (where its expected update converges; ``None`` if it did not converge), solved in
@@ -70,8 +71,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from copg_jax import plotting
-from copg_jax.algos.base import StaticConfig
+from copg_jax import plotting, stats
+from copg_jax.algos.base import StaticConfig, stable_eta
 from copg_jax.algos.registry import get_method
 from copg_jax.envs import mdp as mdp_env
 from copg_jax.exact import mdp as exact_mdp
@@ -100,8 +101,8 @@ flags.DEFINE_float("behaviour_logit_scale", 1.0, "μ(·|s) = softmax(scale · N(
 flags.DEFINE_integer("mdp_seed", 0, "Seed of the random MDPs and behaviour policies.")
 flags.DEFINE_string("beta", "0.5", "KL strength β (comma list = grid).")
 flags.DEFINE_string("lr", "1e-2", "Adam learning rate (comma list = grid).")
-flags.DEFINE_string("eta", "1.0", "PMD step η (comma list = grid; ηβ = 1 is soft policy "
-                    "iteration).")
+flags.DEFINE_string("eta", None, "PMD step η (comma list = grid; needs 0 < ηβ <= 1, ηβ = 1 "
+                    "is soft policy iteration); default min(1, 1/max β).")
 flags.DEFINE_integer("steps", 2000, "Number of updates.")
 flags.DEFINE_integer("log_every", None, "Log every this many updates (default: 100 points).")
 flags.DEFINE_integer("batch_size", 64, "Groups (pairs of trajectories) per minibatch.")
@@ -222,7 +223,8 @@ def build():
         except (KeyError, ValueError) as e:
             raise ValueError(f"--methods: {_one_line(e)}") from None
     if any(get_method(m, "mdp").exact_step is not None for m in methods):
-        vals = common.parse_floats("eta", FLAGS.eta)
+        text = FLAGS.eta or str(stable_eta(1.0, grid["beta"]))
+        vals = common.parse_floats("eta", text)
         if any(not (np.isfinite(v) and v > 0) for v in vals):
             raise ValueError(f"--eta: values must be finite and > 0, got {FLAGS.eta!r}")
         grid["eta"] = vals
@@ -234,6 +236,7 @@ def build():
         num_seeds=common.parse_positive_int("seeds", FLAGS.seeds),
         cfg=cfg,
         seed=FLAGS.seed,
+        pool_instances=True,  # random MDPs / behaviour draws: exchangeable instances
         max_parallel=FLAGS.max_parallel,
     )
     return spec, problems, desc
@@ -318,15 +321,15 @@ def make_figures(result, desc: dict) -> None:
     for gi, entry in enumerate(grid):
         methods = list(entry["methods"])
         per = {m: curves[f"{m}/regret"][gi] for m in methods}  # [I, S, L]
-        n_inst, n_seeds = next(iter(per.values())).shape[:2]
+        n_inst = next(iter(per.values())).shape[0]
         panels = [None] + (list(range(n_inst)) if n_inst > 1 else [])
         ncols = min(3, len(panels))
         nrows = -(-len(panels) // ncols)
         fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows),
                                  squeeze=False)
         for ax, inst in zip(axes.ravel(), panels, strict=False):
-            if inst is None:
-                runs = {m: v.reshape(-1, len(steps)) for m, v in per.items()}
+            if inst is None:  # the instances are i.i.d. draws: pooled (SweepSpec)
+                runs = {m: stats.units(v, pool=True)[0] for m, v in per.items()}
                 fps = {}
                 for m, s in entry["methods"].items():
                     if "fixed_point_regret" in s:
@@ -334,10 +337,9 @@ def make_figures(result, desc: dict) -> None:
                     elif "fixed_point_regret_by_instance" in s:
                         vals = s["fixed_point_regret_by_instance"]
                         fps[m] = None if any(v is None for v in vals) else float(np.mean(vals))
-                title = (f"all {n_inst} instances × {n_seeds} seeds" if n_inst > 1
-                         else f"{n_seeds} seeds")
+                title = plotting.band_caption(entry["methods"])
             else:
-                runs = {m: v[inst] for m, v in per.items()}
+                runs = {m: stats.units(v[inst:inst + 1], pool=False)[0] for m, v in per.items()}
                 fps = {m: (s.get("fixed_point_regret_by_instance") or [None] * n_inst)[inst]
                        for m, s in entry["methods"].items()}
                 title = f"instance {inst}  (J* = {entry['J_star'][inst]:.3f})"
@@ -349,8 +351,9 @@ def make_figures(result, desc: dict) -> None:
             ax.axis("off")
         axes[0, 0].legend(fontsize=7, ncol=2, loc="lower left")
         hp = ", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items())
-        fig.suptitle(f"Tabular MDP ({env}; {hp}): regret, mean and 95% CI; dashed = "
-                     "population fixed point (first panel: mean over instances)", fontsize=10)
+        fig.suptitle(f"Tabular MDP ({env}; {hp}): regret, mean and Student-t 95% band over "
+                     "independent units (first panel: all instances, as titled; others: one "
+                     "instance's seeds); dashed = population fixed point", fontsize=9)
         fig.tight_layout()
         name = "regret.png" if len(grid) == 1 else f"regret_{gi}.png"
         plotting.save(fig, result.out / name)
@@ -392,14 +395,15 @@ def main(argv) -> None:
     for entry in result.summary["grid"]:
         print("  " + ", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items()))
         for m, s in entry["methods"].items():
-            lo, hi = s["final_regret_ci95"]
             fp = s.get("fixed_point_regret", s.get("fixed_point_regret_by_instance"))
             fps = ("not computed" if "fixed_point_source" not in s
+                   else "not shown (the run is not finite)"
+                   if not stats.is_finite_run(s, "regret")
                    else "not converged" if fp is None
                    else f"{fp:.4g}" if isinstance(fp, float)
                    else str([None if x is None else float(f"{x:.3g}") for x in fp]))
-            print(f"    {m:8s} final regret {s['final_regret_mean']:.4g} "
-                  f"[{lo:.4g}, {hi:.4g}]  fixed-point regret {fps}")
+            print(f"    {m:8s} final regret {stats.format_final(s, 'regret', '.4g')}  "
+                  f"fixed-point regret {fps}")
     print(f"compile {t['compile_s']:.1f}s  run {t['run_s']:.1f}s  fixed points "
           f"{sum(fp_time.values()):.1f}s  total {t['total_s']:.1f}s  -> {result.out}")
 

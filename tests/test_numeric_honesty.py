@@ -165,3 +165,187 @@ def test_write_json_is_strict(tmp_path):
     text = (tmp_path / "s.json").read_text()
     back = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert back == {"a": None, "b": [None, 1.5, [1.0, None]], "c": 2.0, "d": None}
+
+
+# ------------------------------------------------- 5. linearized MD needs 0 < ηβ ≤ 1
+
+
+@pytest.mark.parametrize("eb", [0.5, 1.0, 1.5, 3.0])
+def test_md_error_contracts_by_one_minus_eta_beta(eb):
+    """Linearized MD on a bandit is affine in the logits: with ℓ* = ln π_ref + R/β (the
+    logits of π*), the centred error obeys ``e_{t+1} = (1 − ηβ) e_t`` exactly. So ηβ = 1
+    is exact in one step, ηβ ∈ (1, 2) flips the sign of the error every step, and ηβ > 2
+    makes it grow geometrically: only 0 < ηβ ≤ 1 is a monotone (mixture) step."""
+    from copg_jax.algos.bandit_methods import md_step
+
+    with jax.enable_x64(True):
+        problem = paper_bandit()
+        beta = 0.5
+        hp = {"beta": beta, "eta": eb / beta}
+        star = np.log(np.asarray(problem.ref_probs)) + np.asarray(problem.rewards) / beta
+        centre = lambda x: np.asarray(x) - np.mean(np.asarray(x))  # noqa: E731
+        logits = jnp.asarray([0.3, -1.0, 0.7])
+        e0 = centre(logits) - centre(star)
+        new, _ = md_step(logits, None, problem, hp, 0, CFG)
+        np.testing.assert_allclose(centre(new) - centre(star), (1 - eb) * e0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name,kind,hp", [("md", "bandit", {"beta": 2.0}),
+                                          ("pmd", "mdp", {"beta": 2.0}),
+                                          ("nash_md", "game", {"tau": 2.0}),
+                                          ("omd", "game", {"tau": 1.5, "eta": 1.0}),
+                                          ("egpo", "game", {"tau": 0.5, "eta": 3.0})])
+def test_eta_times_strength_above_one_refused(name, kind, hp):
+    m = get_method(name, kind)
+    resolved = m.resolve_hparams(hp)
+    s = m.step_strength
+    with pytest.raises(ValueError, match=rf"^eta: {name} needs 0 < eta·{s} <= 1.*"
+                                         rf"use eta <= 1/{s} = {1 / resolved[s]:g}$"):
+        m.check_step(resolved, StaticConfig(mode="exact"))
+    # Before anything is compiled, from a sweep or a single run:
+    cfg = StaticConfig(mode="exact", num_steps=2, log_every=1)
+    with pytest.raises(ValueError, match=r"^eta: "):
+        from copg_jax.sweep import validate
+
+        validate(SweepSpec("t", kind, [name], {}, 1, cfg, hparams=hp))
+    with pytest.raises(ValueError, match=r"^eta: "):
+        train.train(name, None, hp, cfg, problem_kind=kind)
+
+
+def test_eta_times_strength_one_accepted_and_schedule_exempt():
+    """ηβ = 1 (computed as η = 1/β in floating point) is soft policy iteration: allowed.
+    The NLHF schedule η_t = 2/(τ(t+2)) has η_t τ ≤ 1 whatever hp ``eta`` says."""
+    exact = StaticConfig(mode="exact")
+    for beta in (3.0, 7.0, 0.1, 49.0):
+        get_method("pmd", "mdp").check_step({"beta": beta, "eta": 1 / beta}, exact)
+    get_method("nash_md", "game").check_step({"tau": 2.0, "eta": 1.0},
+                                             exact.replace(eta_schedule="nash_md"))
+    assert get_method("md_proximal").step_strength is None  # proximal: stable for any η
+    for name, kind in (("md", "bandit"), ("pmd", "mdp"), ("nash_md", "game")):
+        m = get_method(name, kind)
+        m.check_step(m.resolve_hparams({}), exact)  # library defaults lie inside the range
+
+
+def test_stable_eta_default():
+    from copg_jax.algos.base import stable_eta
+
+    assert stable_eta(1.0, [0.1, 0.5]) == 1.0
+    assert stable_eta(1.0, [0.5, 4.0]) == 0.25
+    assert stable_eta(0.01, [1e4]) == 1e-4
+
+
+# ------------------------------------------------------ 2. confidence intervals
+
+
+@pytest.mark.parametrize("df,table", [(1, 12.706), (2, 4.303), (3, 3.182), (9, 2.262),
+                                      (30, 2.042), (120, 1.980), (np.inf, 1.960)])
+def test_t_quantile_matches_the_table(df, table):
+    from copg_jax.stats import t_quantile
+
+    assert round(t_quantile(0.975, df), 3) == table
+
+
+@pytest.mark.parametrize("p", [0.6, 0.9, 0.975, 0.995, 0.9999, 0.01])
+def test_t_quantile_closed_forms(p):
+    """ν = 1 is Cauchy, ``t = tan(π(p − ½))``; ν = 2 has ``t = (2p − 1)/√(2p(1 − p))``;
+    ν = ∞ is the normal, ``Φ(t) = ½ erfc(−t/√2)``."""
+    import math
+
+    from copg_jax.stats import t_quantile
+
+    assert t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-10)
+    assert t_quantile(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)),
+                                             rel=1e-10)
+    z = t_quantile(p, np.inf)
+    assert 0.5 * math.erfc(-z / math.sqrt(2)) == pytest.approx(p, rel=1e-12)
+
+
+def test_t_quantile_agrees_with_scipy():
+    sst = pytest.importorskip("scipy.stats")
+    from copg_jax.stats import t_quantile
+
+    for df in (1, 2, 4, 7.5, 19, 99, 1e5):
+        for p in (0.55, 0.8, 0.975, 0.999):
+            assert t_quantile(p, df) == pytest.approx(sst.t.ppf(p, df), rel=1e-9)
+
+
+def test_mean_ci_of_two_values_uses_t_one():
+    """n = 2: s = |a − b|/√2, so the half-width is t_{0.975,1}·|a − b|/2 = 6.353·|a − b|
+    (the normal 1.96 would claim 0.98·|a − b|)."""
+    from copg_jax import plotting, sweep as sweep_mod
+
+    m, lo, hi = sweep_mod.ci95(np.array([0.0, 1.0]))
+    assert (m, hi - m) == (0.5, pytest.approx(12.7062047361747 / 2, rel=1e-12))
+    pm, plo, phi = plotting.mean_ci(np.array([[0.0, 2.0], [1.0, 2.0]]))
+    np.testing.assert_allclose(phi - pm, [12.7062047361747 / 2, 0.0], rtol=1e-12)
+
+
+def test_format_final_never_shows_a_nan_as_a_number():
+    from copg_jax.stats import format_final, is_finite_run
+
+    for bad in (float("nan"), None, float("inf")):
+        s = {"final_regret_mean": bad, "final_regret_ci95": [bad, bad]}
+        assert format_final(s, "regret").startswith("nan (diverged")
+        assert not is_finite_run(s, "regret")
+
+
+EXACT = StaticConfig(mode="exact", num_steps=20, log_every=10)
+
+
+def _two_instances():
+    """Two distinct problems (the ``--mu_mix`` construction: μ moved toward the worst arm)."""
+    from copg_jax.envs.bandit import make_bandit
+
+    return [make_bandit((2.5, 2.0, 1.0), None, (0.1, 0.2, 0.7), (0.05, 0.05, 0.9)),
+            make_bandit((2.5, 2.0, 1.0), None, (0.05, 0.1, 0.85), (0.025, 0.025, 0.95))]
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_exact_mode_seeds_are_not_samples(pool):
+    """Exact mode is deterministic: 1 or 5 seeds give the same numbers; the interval is
+    zero-width on one instance, over the 2 instances only when they are pooled
+    (``mean ± t_{0.975,1} s/√2``, s over the 2 instance values), absent when not."""
+    from copg_jax.stats import t_quantile
+
+    res = {}
+    for seeds in (1, 5):
+        spec = SweepSpec("t", "bandit", ["copg"], {}, seeds, EXACT, pool_instances=pool)
+        res[seeds] = sweep(spec, _two_instances(), progress=False).summary["grid"][0]
+        one = sweep(SweepSpec("t", "bandit", ["copg"], {}, seeds, EXACT), paper_bandit(),
+                    progress=False).summary["grid"][0]["methods"]["copg"]
+        lo, hi = one["final_regret_ci95"]
+        assert lo == hi == one["final_regret_mean"]
+        assert one["ci_over"].startswith("none: deterministic")
+    a, b = (r["methods"]["copg"] for r in (res[1], res[5]))
+    assert a["final_regret_ci95"] == b["final_regret_ci95"]
+    x = np.asarray(b["final_regret_by_instance"])
+    if pool:
+        half = t_quantile(0.975, 1) * np.std(x, ddof=1) / np.sqrt(2)
+        np.testing.assert_allclose(b["final_regret_ci95"], [x.mean() - half, x.mean() + half],
+                                   rtol=1e-12)
+        assert b["ci_over"].startswith("2 instances") and "counted once" in b["ci_over"]
+    else:
+        assert b["final_regret_ci95"] is None
+        np.testing.assert_allclose(b["final_regret_ci95_by_instance"], np.stack([x, x], 1))
+        assert "for each instance" in b["ci_over"]
+
+
+def test_distinct_instances_get_one_interval_each():
+    """Sampled runs on two distinct problems: no interval over both; each instance's is the
+    t interval over its own seeds, computed here from the curves."""
+    from copg_jax.stats import t_quantile
+
+    cfg = CFG.replace(optimizer="adam")
+    res = sweep(SweepSpec("t", "bandit", ["copg"], {}, 3, cfg), _two_instances(),
+                progress=False)
+    s = res.summary["grid"][0]["methods"]["copg"]
+    final = np.asarray(res.curves["copg/regret"][0, :, :, -1], np.float64)  # [I, S]
+    assert s["final_regret_ci95"] is None
+    for i in range(2):
+        m, sd = final[i].mean(), final[i].std(ddof=1)
+        half = t_quantile(0.975, 2) * sd / np.sqrt(3)
+        assert half > 0
+        np.testing.assert_allclose(s["final_regret_ci95_by_instance"][i], [m - half, m + half],
+                                   rtol=1e-10)
+    assert s["ci_over"] == "3 seeds (Student-t 95%) for each instance (distinct problems, " \
+                           "never pooled)"

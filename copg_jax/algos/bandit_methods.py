@@ -422,7 +422,8 @@ register(Method("ipo", "bandit", _LR, "IPO on Bradley–Terry labels, τ = β.",
 register(Method("dpo", "bandit", _LR, "DPO on Bradley–Terry labels.",
                 estimate=pref_estimate_with(dpo_pair_direction),
                 expected=pref_expected_with(dpo_pair_direction), decomposable=True))
-register(Method("md", "bandit", {**_B, "eta": 1.0}, md_step.__doc__, exact_step=md_step))
+register(Method("md", "bandit", {**_B, "eta": 1.0}, md_step.__doc__, exact_step=md_step,
+                step_strength="beta"))
 register(Method("md_proximal", "bandit", {**_B, "eta": 1.0}, md_proximal_step.__doc__,
                 exact_step=md_proximal_step))
 register(Method("mmd", "bandit", {**_B, "eta": 1.0, "magnet_lr": 0.0}, "Magnetic MD.",

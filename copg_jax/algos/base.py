@@ -45,6 +45,7 @@ PROBLEM_KINDS = ("bandit", "game", "mdp")
 DATA_SOURCES = ("offline", "fresh", "on_policy")
 OPTIMIZERS = ("adam", "sgd")
 MODES = ("sampled", "exact")
+STEP_RTOL = 1e-9  # eta = 1/beta computed in floating point may give eta·beta = 1 + 1 ulp
 
 # Domain of every numeric hyperparameter: (low, high, low_open, high_open).
 HPARAM_DOMAINS: dict[str, tuple[float, float, bool, bool]] = {
@@ -57,6 +58,12 @@ HPARAM_DOMAINS: dict[str, tuple[float, float, bool, bool]] = {
     "mix": (0.0, 1.0, False, False),  # Nash-MD-PG mixture coefficient, in [0, 1]
     "magnet_lr": (0.0, 1.0, False, False),  # MMD moving-magnet rate, in [0, 1]
 }
+
+
+def stable_eta(default: float, strengths) -> float:
+    """``min(default, 1/max(strengths))``: a default step with ``η·s ≤ 1`` for every
+    strength ``s`` of a grid (see ``Method.step_strength``)."""
+    return min(float(default), 1.0 / max(float(x) for x in strengths))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +146,13 @@ class Method:
       lookahead: extragradient: evaluate the direction at a look-ahead point
         ``θ + lr·g(θ)`` and apply it from ``θ`` (EGPO).
       num_samples_free: accepts ``cfg.num_samples > 2``.
+      step_strength: for a linearized mirror-descent step
+        ``ln π_{t+1} = (1 − η s) ln π_t + η s ln π_ref + η·(reward) + c`` (md, pmd, Nash-MD,
+        OMD, EGPO), the name of its regularization strength ``s`` (``"beta"`` or
+        ``"tau"``). The step is a geometric mixture of π_t and the target only for
+        ``0 < η s ≤ 1`` (``η s = 1``: soft policy iteration); beyond it the weight of
+        π_t is negative and the iteration oscillates, then diverges (``η s > 2``), so
+        :meth:`check_step` refuses ``η s > 1``. None for other methods.
       decomposable: ``estimate(batch) = (1/B) Σ_b g(θ; group_b)``, a mean over the groups
         of a per-group term that does not depend on the rest of the batch; such bandit
         estimates may be computed from counts of distinct groups
@@ -161,6 +175,7 @@ class Method:
     lookahead: bool = False
     num_samples_free: bool = False
     decomposable: bool = False
+    step_strength: str | None = None
 
     def __post_init__(self):
         v.check_choice("problem", self.problem, PROBLEM_KINDS)
@@ -186,6 +201,20 @@ class Method:
             raise ValueError(
                 f"num_samples: method {self.name!r} works on pairs (num_samples=2), "
                 f"got {cfg.num_samples}"
+            )
+
+    def check_step(self, hp: Mapping[str, Any], cfg: StaticConfig) -> None:
+        """Refuses ``η·s > 1`` (``s`` = hp ``step_strength``) for a constant step: outside
+        ``(0, 1]`` the linearized step extrapolates past π_t (see ``step_strength``)."""
+        s = self.step_strength
+        if s is None or cfg.eta_schedule != "constant" or v.is_traced(hp[s], hp["eta"]):
+            return
+        eta, strength = float(hp["eta"]), float(hp[s])
+        if eta * strength > 1.0 + STEP_RTOL:
+            raise ValueError(
+                f"eta: {self.name} needs 0 < eta·{s} <= 1 (its linearized step weights ln π_t"
+                f" by 1 − eta·{s}), got eta={eta:g} with {s}={strength:g} (eta·{s} = "
+                f"{eta * strength:g}); use eta <= 1/{s} = {1.0 / strength:g}"
             )
 
     def resolve_hparams(self, hp: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -246,11 +246,12 @@ register(Method(
     "Nash-MD (NLHF): MD against the mixture π^{1−ητ}μ^{ητ}; sampled: EGPO regression form.",
     on_policy=True, exact_step=nash_md_step,
     estimate=regression_estimate, expected=regression_expected_with(nash_md_opponent),
-    sample=regression_sample_with(nash_md_opponent), init_aux=eta_init, pre_step=eta_pre_step))
+    sample=regression_sample_with(nash_md_opponent), init_aux=eta_init, pre_step=eta_pre_step,
+    step_strength="tau"))
 register(Method(
     "omd", "game", _CF,
     "OMD / Online IPO 1 (EGPO): MD against π; sampled: EGPO regression form with y'' ~ π.",
-    on_policy=True, exact_step=omd_step,
+    on_policy=True, exact_step=omd_step, step_strength="tau",
     estimate=regression_estimate, expected=regression_expected_with(omd_opponent),
     sample=regression_sample_with(omd_opponent)))
 register(Method(
@@ -266,6 +267,6 @@ register(Method(
 register(Method(
     "egpo", "game", _CF,
     "EGPO: extragradient Online IPO (look-ahead step, then step from π_t).",
-    on_policy=True, exact_step=egpo_step, lookahead=True,
+    on_policy=True, exact_step=egpo_step, lookahead=True, step_strength="tau",
     estimate=regression_estimate, expected=regression_expected_with(omd_opponent),
     sample=regression_sample_with(omd_opponent)))

@@ -263,4 +263,4 @@ register(Method("rloo", "mdp", _LR, "On-policy RLOO on R_β^π(τ).", on_policy=
                 estimate=rloo_estimate, expected=rloo_expected, sample=on_policy_sample,
                 num_samples_free=True))
 register(Method("pmd", "mdp", {"beta": 0.5, "eta": 1.0}, pmd_step.__doc__.split("\n")[0],
-             exact_step=pmd_step))
+             exact_step=pmd_step, step_strength="beta"))
