@@ -8,6 +8,10 @@
   pairwise CoPG equals ``2∇J`` with ``J`` also enumerated.
 * Exact mode: PMD and CoPG reach π* (CoPG needs deterministic transitions; its bias with
   stochastic ones is pinned), IS-PG's fixed point is π*, naive PG's is not.
+* Stochastic transitions: at π*, ``R_β^{π*}(τ) = V*_0(s_0) + Σ_t ξ_t`` and plain CoPG's
+  expected direction is ``k E_μ[Σ_t ξ_t Σ_{u>t} ∇ln π*_u]`` (enumeration, non-zero);
+  critic-corrected CoPG (exact soft value) and per-state CoPG on soft Q^π have π* as
+  their fixed point; with the learned tabular critic it is the fitted model's optimum.
 * The problem kind (init, behaviour groups sharing ``s_0``, metrics, vmap) and short
   sampled runs through :func:`copg_jax.train.train` (offline, fresh and on-policy data).
 
@@ -61,20 +65,28 @@ def hparams(name, **kw):
     return train.to_hparams(get_method(name, "mdp"), {"beta": BETA, **kw})
 
 
-def expected(method, logits, mdp, hp, cfg):
+def aux_of(method, mdp, hp, cfg, seed=11):
+    """The method's ``init_aux`` state (the learned critic's fit to ``cfg.dataset_size``
+    behaviour groups), or ``None``."""
+    if method.init_aux is None:
+        return None
+    return method.init_aux(jax.random.PRNGKey(seed), mdp, hp, cfg)
+
+
+def expected(method, logits, mdp, hp, cfg, aux=None):
     """``method.expected`` under ``jit`` (eager dispatch of the DPs is slow)."""
-    return _jit_expected(method.name, cfg)(logits, mdp, hp)
+    return _jit_expected(method.name, cfg)(logits, mdp, hp, aux)
 
 
 @functools.cache
 def _jit_expected(name, cfg):
     fn = get_method(name, "mdp").expected
-    return jax.jit(lambda logits, mdp, hp: fn(logits, mdp, hp, None, cfg))
+    return jax.jit(lambda logits, mdp, hp, aux: fn(logits, mdp, hp, aux, cfg))
 
 
 def test_registered_methods():
-    assert {"copg", "pg", "pg_value_baseline", "is_pg", "rloo", "pmd"} <= set(
-        list_methods("mdp"))
+    assert {"copg", "pg", "pg_value_baseline", "is_pg", "rloo", "pmd", "copg_critic",
+            "copg_learned_critic", "copg_per_state"} <= set(list_methods("mdp"))
     assert get_kind("mdp") is MDP
     assert get_method("pmd", "mdp").estimate is None  # exact-only
 
@@ -149,14 +161,14 @@ def mc_batches(on_policy: bool, k: int, seed: int = 7):
     return out
 
 
-def mc_estimates(method, mdp, hp, cfg, logits):
+def mc_estimates(method, mdp, hp, cfg, logits, aux=None):
     batches = mc_batches(method.on_policy, cfg.num_samples)
     if method.on_policy:  # the method's own sampler draws from π
         b0 = method.sample(jax.random.PRNGKey(0), logits, mdp, hp, None, cfg)
         ref = sample_groups(jax.random.PRNGKey(0), mdp, jax.nn.softmax(logits, -1), BATCH,
                             cfg.num_samples)
         assert all(np.array_equal(ref[n], b0[n]) for n in ref)
-    one = functools.partial(method.estimate, logits, mdp, hp, aux=None, cfg=cfg)
+    one = functools.partial(method.estimate, logits, mdp, hp, aux=aux, cfg=cfg)
     return jax.jit(jax.vmap(lambda b: one(batch=b)))(batches)
 
 
@@ -178,6 +190,11 @@ SAMPLED_CASES = [
     ("is_pg", {}),
     ("is_pg", {"baseline": "none"}),
     ("rloo", {"num_samples": 3}),
+    ("copg_critic", {"num_samples": 2}),
+    ("copg_critic", {"num_samples": 3}),
+    ("copg_learned_critic", {}),
+    ("copg_per_state", {}),
+    ("copg_per_state", {"num_samples": 3}),
 ]
 
 
@@ -191,8 +208,9 @@ def test_estimate_mean_equals_expected(name, cfg_kw):
     cfg = StaticConfig(batch_size=BATCH, dataset_size=BATCH, **cfg_kw)
     hp = hparams(name)
     logits = random_logits(mdp, seed=1)
-    est = mc_estimates(method, mdp, hp, cfg, logits)
-    exact = expected(method, logits, mdp, hp, cfg)
+    aux = aux_of(method, mdp, hp, cfg.replace(dataset_size=200))
+    est = mc_estimates(method, mdp, hp, cfg, logits, aux)
+    exact = expected(method, logits, mdp, hp, cfg, aux)
     assert exact.shape == logits.shape
     assert np.max(np.abs(np.asarray(exact))) > 1e-3  # not trivially zero
     assert_mean_matches(est, exact, what=f"{name} {cfg_kw}")
@@ -219,7 +237,7 @@ def trajectory_probs(mdp, policy, states, actions):
     return mdp.rho0[states[:, 0]] * p, p
 
 
-def brute_expected(method, mdp, hp, cfg, logits):
+def brute_expected(method, mdp, hp, cfg, logits, aux=None):
     """``E[estimate]`` over all groups of k trajectories sharing ``s_0`` (each drawn from
     the behaviour policy, or from π for on-policy methods), by enumeration."""
     states, actions = all_trajectories(mdp)
@@ -235,7 +253,7 @@ def brute_expected(method, mdp, hp, cfg, logits):
 
     def one(s, a):
         batch = {"states": s[None], "actions": a[None], "rewards": mdp.r[s, a][None]}
-        return method.estimate(logits, mdp, hp, batch, None, cfg)
+        return method.estimate(logits, mdp, hp, batch, aux, cfg)
 
     est = jax.jit(jax.vmap(one))(st, ac)
     np.testing.assert_allclose(jnp.sum(w), 1.0, atol=1e-12)
@@ -243,7 +261,8 @@ def brute_expected(method, mdp, hp, cfg, logits):
 
 
 BRUTE_CASES = [("copg", 2), ("copg", 3), ("pg", 2), ("pg_value_baseline", 3), ("is_pg", 3),
-               ("rloo", 2)]
+               ("rloo", 2), ("copg_critic", 2), ("copg_critic", 3), ("copg_learned_critic", 2),
+               ("copg_per_state", 2), ("copg_per_state", 3)]
 
 
 @pytest.mark.parametrize("name,k", BRUTE_CASES)
@@ -253,8 +272,9 @@ def test_expected_equals_brute_force_enumeration(name, k):
     cfg = StaticConfig(num_samples=k, batch_size=1, dataset_size=1)
     hp = hparams(name)
     logits = random_logits(mdp, seed=4)
-    exact = expected(method, logits, mdp, hp, cfg)
-    np.testing.assert_allclose(exact, brute_expected(method, mdp, hp, cfg, logits),
+    aux = aux_of(method, mdp, hp, cfg.replace(dataset_size=20))
+    exact = expected(method, logits, mdp, hp, cfg, aux)
+    np.testing.assert_allclose(exact, brute_expected(method, mdp, hp, cfg, logits, aux),
                                rtol=1e-10, atol=1e-12)
 
 
@@ -355,6 +375,9 @@ def test_exact_mode_training_copg_converges():
     ("copg", {"data": "offline"}),
     ("copg", {"data": "fresh", "num_samples": 4}),
     ("rloo", {"num_samples": 4}),
+    ("copg_critic", {"data": "offline"}),
+    ("copg_learned_critic", {"data": "offline"}),
+    ("copg_per_state", {"data": "offline"}),
 ])
 def test_sampled_run_decreases_regret(name, cfg_kw):
     mdp = garnet(jax.random.PRNGKey(4), 8, 3, 2, 5, behaviour_logit_scale=1.0)
@@ -368,3 +391,118 @@ def test_sampled_run_decreases_regret(name, cfg_kw):
 def test_sampled_mode_rejects_exact_only_pmd():
     with pytest.raises(ValueError, match="exact-only"):
         train.train("pmd", small_garnet(), None, StaticConfig(), problem_kind="mdp")
+
+
+# ---------------------------------------------------------------------------------------
+# Trajectory-level CoPG under stochastic transitions: the bias and the variants without it
+
+
+def noise_terms(mdp, V, states, actions):
+    """``ξ_t = γ^{t+1} (V_{t+1}(s_{t+1}) − Σ_{s'} T[s_t, a_t, s'] V_{t+1}(s'))`` for
+    ``t < H − 1`` and ``ξ_{H−1} = 0``, ``[N, H]``, computed directly from the arrays."""
+    H = mdp.horizon
+    xi = np.zeros(states.shape)
+    T, g = np.asarray(mdp.T), float(mdp.discount)
+    for t in range(H - 1):
+        s, a, sn = np.asarray(states[:, t]), np.asarray(actions[:, t]), np.asarray(
+            states[:, t + 1])
+        xi[:, t] = g ** (t + 1) * (np.asarray(V[t + 1])[sn] - T[s, a] @ np.asarray(V[t + 1]))
+    return xi
+
+
+def later_scores(policy, states, actions):
+    """``Σ_{u>t} ∇_θ ln π_u(a_u|s_u)`` for every t, ``[N, H, H, S, A]`` (the gradient of a
+    softmax ``θ[u, s]`` is ``e_a − π_u(·|s)`` at ``[u, s]``, zero elsewhere)."""
+    policy = np.asarray(policy)
+    H, S, A = policy.shape
+    n = states.shape[0]
+    score = np.zeros((n, H, H, S, A))  # [τ, u, (u', s, a)]
+    for u in range(H):
+        s, a = np.asarray(states[:, u]), np.asarray(actions[:, u])
+        score[np.arange(n), u, u, s] = np.eye(A)[a] - policy[u, s]
+    later = np.zeros_like(score)
+    for t in range(H):
+        later[:, t] = score[:, t + 1:].sum(axis=1)
+    return later
+
+
+def test_copg_direction_at_pi_star_is_the_transition_noise_term():
+    """At π*, ``R_β^{π*}(τ) = V*_0(s_0) + Σ_t ξ_t`` for every trajectory, and plain CoPG's
+    expected direction is ``k E_μ[Σ_t ξ_t Σ_{u>t} ∇ln π*_u]`` (enumeration of all 64
+    trajectories of a stochastic MDP, S = A = 2, H = 3): non-zero; zero for deterministic
+    transitions and for μ = π*."""
+    mdp = small_garnet(5, branching=2, S=2, A=2, H=3, discount=0.9)
+    sol = em.soft_optimal(mdp, BETA)
+    states, actions = all_trajectories(mdp)
+    traj = mm._traj({"states": states, "actions": actions, "rewards": mdp.r[states, actions]})
+    ret = mm.reg_return(mdp, sol.log_policy, BETA, traj)
+    xi = noise_terms(mdp, sol.V, states, actions)
+    np.testing.assert_allclose(ret, np.asarray(sol.V[0])[np.asarray(states[:, 0])] +
+                               xi.sum(-1), rtol=0, atol=1e-12)
+    p, _ = trajectory_probs(mdp, mdp.behaviour, states, actions)
+    formula = np.einsum("n,nt,nthsa->hsa", np.asarray(p), xi,
+                        later_scores(sol.policy, states, actions))
+    copg, hp = get_method("copg", "mdp"), hparams("copg")
+    for k in (2, 3):
+        cfg = StaticConfig(num_samples=k, batch_size=1, dataset_size=1)
+        np.testing.assert_allclose(expected(copg, sol.log_policy, mdp, hp, cfg), k * formula,
+                                   rtol=1e-9, atol=1e-13)
+    cfg = StaticConfig(num_samples=2, batch_size=1, dataset_size=1)
+    np.testing.assert_allclose(brute_expected(copg, mdp, hp, cfg, sol.log_policy),
+                               2 * formula, rtol=1e-9, atol=1e-13)
+    assert np.max(np.abs(formula)) > 1e-3
+    det = small_garnet(5, branching=1, S=2, A=2, H=3, discount=0.9)
+    for m, logp in ((det, em.soft_optimal(det, BETA).log_policy),
+                    (mdp.replace(behaviour=sol.policy), sol.log_policy)):
+        np.testing.assert_allclose(expected(copg, logp, m, hp, cfg), 0.0, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", ["copg_critic", "copg_per_state"])
+def test_noise_free_variants_vanish_at_pi_star_for_any_behaviour(name):
+    mdp = small_garnet(2, branching=3, S=4, A=3, H=4, discount=0.9)
+    sol = em.soft_optimal(mdp, BETA)
+    method, hp = get_method(name, "mdp"), hparams(name)
+    for k in (2, 3):
+        d = expected(method, sol.log_policy, mdp, hp, StaticConfig(num_samples=k))
+        np.testing.assert_allclose(d, 0.0, atol=1e-13)
+    assert np.max(np.abs(np.asarray(expected(method, random_logits(mdp), mdp, hp,
+                                             StaticConfig())))) > 1e-3
+
+
+FP_TOL = 1e-6  # |ln π_fp − ln π*| (max over t, s, a) for a point called "π*"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_corrected_fixed_points_are_pi_star_on_stochastic_garnet(seed):
+    """On stochastic Garnets (branching 3) the fixed points of critic-corrected CoPG
+    (exact soft value of π) and of per-state CoPG on soft Q^π are π* of soft value
+    iteration (max log-probability error ≤ FP_TOL); plain CoPG's is not."""
+    mdp = small_garnet(seed, branching=3, S=5, A=3, H=4, discount=1.0)
+    log_star = np.asarray(em.soft_optimal(mdp, BETA).log_policy)
+    for name in ("copg_critic", "copg_per_state"):
+        fp = solve(name, mdp)
+        assert bool(fp.converged), name
+        np.testing.assert_allclose(fp.logits, log_star, rtol=0, atol=FP_TOL, err_msg=name)
+        assert abs(regret_of(mdp, fp.logits)) < 1e-10, name
+    fp = solve("copg", mdp)
+    assert bool(fp.converged)
+    assert np.max(np.abs(np.asarray(fp.logits) - log_star)) > 1e-2
+    assert regret_of(mdp, fp.logits) > 1e-4
+
+
+def test_learned_critic_fixed_point_is_the_fitted_models_soft_optimum():
+    """With the fitted tabular critic (500 behaviour pairs), the fixed point is the soft
+    optimum of the fitted model ``(T̂, r̂)`` (every (s, a) visited), not π*: its regret in
+    the true MDP, ``β KL > 0`` since ``T̂ ≠ T``, is the critic's bias."""
+    mdp = small_garnet(0, branching=3, S=5, A=3, H=4, discount=1.0)
+    cfg = StaticConfig(mode="exact", dataset_size=500)
+    hp = hparams("copg_learned_critic")
+    fp = fixed_point("copg_learned_critic", mdp, {"beta": BETA}, cfg, problem_kind="mdp",
+                     warm_steps=1000)
+    assert bool(fp.converged)
+    aux = mm.fit_tabular_critic(jax.random.PRNGKey(0), mdp, hp, cfg)  # the solver's key
+    assert np.all(np.asarray(aux["visits"]) > 0)
+    fitted = mdp.replace(T=aux["T"], r=aux["r"])
+    np.testing.assert_allclose(fp.logits, em.soft_optimal(fitted, BETA).log_policy, rtol=0,
+                               atol=FP_TOL)
+    assert regret_of(mdp, fp.logits) > 1e-8

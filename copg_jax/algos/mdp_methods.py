@@ -105,6 +105,11 @@ def _moments(logits: Array, problem: TabularMDP, beta, behaviour: Array):
     # g is closed over by the inner grads (held constant there) but not stop_gradient-ed:
     # outer derivatives (the Jacobian of ``expected`` in fixed_point's Newton) need it.
     g = _step_score(problem, jax.nn.log_softmax(logits, axis=-1), beta)
+    return _score_moments(logits, problem, g, behaviour)
+
+
+def _score_moments(logits: Array, problem: TabularMDP, g: Array, behaviour: Array):
+    """``(E_μ[G ∇ln π], E_μ[∇ln π], E_μ[G])`` for ``G(τ) = Σ_t g_t(s_t, a_t)``, exactly."""
 
     def lp(th):
         return jax.nn.log_softmax(th, axis=-1)
@@ -114,9 +119,9 @@ def _moments(logits: Array, problem: TabularMDP, beta, behaviour: Array):
     return e_a_score, e_score, em.expected_sum(problem, behaviour, g)
 
 
-def _start_conditional_cov_term(logits: Array, problem: TabularMDP, beta, behaviour):
-    """``E_{s_0~ρ0}[E_μ[R_β^π | s_0] E_μ[∇ln π | s_0]]`` exactly (one DP per start state)."""
-    g = _step_score(problem, jax.nn.log_softmax(logits, axis=-1), beta)
+def _start_conditional_cov_term(logits: Array, problem: TabularMDP, g: Array, behaviour):
+    """``E_{s_0~ρ0}[E_μ[G | s_0] E_μ[∇ln π | s_0]]`` for ``G = Σ_t g_t`` exactly (one DP
+    per start state)."""
     eye = jnp.eye(problem.num_states, dtype=problem.rho0.dtype)
     d = jax.vmap(lambda e: em.occupancy(problem.replace(rho0=e), behaviour))(eye)  # [S,H,S,A]
     a_given_s0 = jnp.sum(d * g, axis=(1, 2, 3))
@@ -126,6 +131,15 @@ def _start_conditional_cov_term(logits: Array, problem: TabularMDP, beta, behavi
         return jnp.sum(problem.rho0 * a_given_s0 * l_given_s0)
 
     return jax.grad(f)(logits)
+
+
+def _contrast_expected(logits: Array, problem: TabularMDP, g: Array, k: int) -> Array:
+    """Exact mean of the k-sample contrast ``Σ_i (G_i − mean_{j≠i} G_j) ∇ln π(τ_i)`` for
+    ``G(τ) = f(s_0) + Σ_t g_t(s_t, a_t)``, groups ``τ_1..τ_k ~ μ`` given a shared ``s_0``:
+    ``k (E_μ[G ∇ln π] − E_{s_0}[E_μ[G | s_0] E_μ[∇ln π | s_0]])`` (any ``f(s_0)`` cancels)."""
+    mu = problem.behaviour
+    e_a_score, _, _ = _score_moments(logits, problem, g, mu)
+    return k * (e_a_score - _start_conditional_cov_term(logits, problem, g, mu))
 
 
 def on_policy_sample(key, logits, problem: TabularMDP, hp, aux, cfg: StaticConfig):
@@ -155,13 +169,177 @@ def copg_expected(logits, problem: TabularMDP, hp, aux, cfg) -> Array:
         ``k (E_μ[R_β^π ∇ln π] − E_{s_0}[E_μ[R_β^π | s_0] E_μ[∇ln π | s_0]])``.
 
     On-policy (μ = π) the second term vanishes and this is ``k ∇J``. Its zero is π* when
-    the transitions are deterministic (CoPG Thm. 1 with ``s_0`` as the prompt); with
-    stochastic transitions the fixed point is biased (the policy cannot tilt the
-    dynamics, so the trajectory-level optimum is not reachable)."""
-    mu = problem.behaviour
-    e_a_score, _, _ = _moments(logits, problem, hp["beta"], mu)
-    cond = _start_conditional_cov_term(logits, problem, hp["beta"], mu)
-    return cfg.num_samples * (e_a_score - cond)
+    the transitions are deterministic (CoPG Thm. 1 with ``s_0`` as the prompt), but not
+    with stochastic transitions. **Why.** At π* every soft advantage vanishes,
+    ``Q*_t(s, a) − β ln(π*_t(a|s)/π_ref(a|s)) = V*_t(s)`` for all ``a``, so telescoping
+    ``Σ_t γ^t [r_t − β ln(π*_t/π_ref) + γ V*_{t+1}(s_{t+1}) − V*_t(s_t)]`` (``V*_H = 0``)
+    leaves only the transition noise:
+
+        ``R_β^{π*}(τ) = V*_0(s_0) + Σ_t ξ_t``,
+        ``ξ_t = γ^{t+1} (V*_{t+1}(s_{t+1}) − (T V*_{t+1})(s_t, a_t))``,
+
+    ``(T V)(s, a) = Σ_{s'} T[s, a, s'] V(s')``. ``V*_0(s_0)`` is constant given ``s_0`` and
+    ``E[ξ_t | s_0, a_0, …, s_t, a_t] = 0`` (so the scores ``∇ln π*_u``, ``u ≤ t``, drop out):
+
+        ``copg_expected(π*) = k E_μ[Σ_t ξ_t Σ_{u>t} ∇ln π*_u(a_u|s_u)]``
+
+    (``2 E_μ[…]`` for pairs). It is zero when transitions are deterministic (``ξ ≡ 0``) or
+    μ = π* (``E_{π*}[∇ln π*_u | s_u] = 0``); otherwise ``ξ_t`` moves ``s_{t+1}``, whose
+    later behaviour scores have non-zero mean ``E_μ[e_a − π*_u | s_u]``, and the fixed
+    point is biased (checked by enumeration in ``tests/test_mdp_methods.py``). The
+    critic-corrected and per-state variants below remove ``ξ``."""
+    g = _step_score(problem, jax.nn.log_softmax(logits, axis=-1), hp["beta"])
+    return _contrast_expected(logits, problem, g, cfg.num_samples)
+
+
+# ----------------------------------------------------- CoPG without the transition noise
+
+
+def _next_value(problem_T: Array, V: Array) -> Array:
+    """``(T V_{t+1})(s, a) = Σ_{s'} T[s, a, s'] V_{t+1}(s')``, ``[H, S, A]`` (``V[H] = 0``)."""
+    return jnp.einsum("sak,hk->hsa", problem_T, V[1:])
+
+
+def _noise_correction(problem: TabularMDP, V: Array, TV: Array, traj: Trajectories) -> Array:
+    """``Σ_{t<H−1} γ^{t+1} (V_{t+1}(s_{t+1}) − (T V_{t+1})(s_t, a_t))``, ``[B, k]``, on the
+    observed next states (the last step's term is 0: ``V_H = 0``)."""
+    h = traj.states.shape[-1]
+    v_next = V[1:h][jnp.arange(h - 1), traj.states[..., 1:]]
+    tv = _gather(TV, traj)[..., : h - 1]
+    return jnp.sum((v_next - tv) * discount_weights(problem)[1:], axis=-1)
+
+
+def _advantage_score(problem: TabularMDP, logp: Array, beta, V: Array, TV: Array) -> Array:
+    """``c_t(s, a) = γ^t (r(s, a) − β ln(π_t/π_ref) + γ (T V_{t+1})(s, a) − V_t(s))``,
+    ``[H, S, A]``: with the exact critic the soft advantage ``γ^t (Q^π_t − β ln(π_t/π_ref)
+    − V^π_t)``. For every trajectory ``R_β^π(τ) − noise_correction(τ) = V_0(s_0) + Σ_t
+    c_t(s_t, a_t)`` (telescoping), so the corrected contrast's mean is a forward DP."""
+    q = problem.r - beta * (logp - jnp.log(problem.ref_policy)) + problem.discount * TV
+    return (q - V[:-1, :, None]) * discount_weights(problem)[:, None, None]
+
+
+def exact_critic(logits: Array, problem: TabularMDP, hp, aux) -> tuple[Array, Array]:
+    """``(V^π [H+1, S], T V^π [H, S, A])`` of the current policy, exact (backward soft
+    recursion of :func:`copg_jax.exact.mdp.evaluate_policy`; needs the model ``T``)."""
+    ev = em.evaluate_policy(problem, jax.nn.softmax(logits, axis=-1), hp["beta"])
+    return ev.V, _next_value(problem.T, ev.V)
+
+
+def learned_critic(logits: Array, problem: TabularMDP, hp, aux) -> tuple[Array, Array]:
+    """``(V̂ [H+1, S], T̂ V̂ [H, S, A])``: the current policy evaluated exactly in the
+    fitted model ``(T̂, r̂) = aux`` (see :func:`fit_tabular_critic`), no true ``T`` used."""
+    fitted = problem.replace(T=aux["T"], r=aux["r"])
+    ev = em.evaluate_policy(fitted, jax.nn.softmax(logits, axis=-1), hp["beta"])
+    return ev.V, _next_value(aux["T"], ev.V)
+
+
+def fit_tabular_critic(key, problem: TabularMDP, hp, cfg) -> dict:
+    """The learned critic's state: a tabular model fitted to ``cfg.dataset_size`` groups of
+    ``cfg.num_samples`` behaviour trajectories (every transition ``(s_t, a_t, s_{t+1})``,
+    ``t < H − 1``, pooled over ``t`` since ``T`` is stationary):
+    ``T̂[s, a, s'] = n(s, a, s') / n(s, a)``, ``r̂(s, a)`` = mean observed reward; an
+    unvisited ``(s, a)`` gets a uniform ``T̂(s, a, ·)`` and ``r̂ = 0``; ``visits`` = n(s, a).
+
+    Estimator (choice, documented): certainty-equivalence soft evaluation, i.e. the critic
+    of ``π`` is ``V^π`` computed exactly in ``(T̂, r̂)``. On tabular data this *is* fitted
+    Q evaluation run to convergence with soft targets on the pooled transitions (Le,
+    Voloshin & Yue 2019): ``Q̂_t(s, a) = mean over (s, a, s') of r + γ V̂_{t+1}(s')``
+    ``= r̂ + γ T̂ V̂_{t+1}``, and ``(T V̂)(s, a)`` is replaced by ``(T̂ V̂)(s, a)``, which needs
+    no model. Assumptions: stationary ``T``, rewards a function of ``(s, a)``, behaviour
+    covering ``(s, a)`` (otherwise the uniform default is a bias). The critic data are an
+    independent draw from μ of the same size as the offline dataset (``key`` is the run's
+    aux key: the training loop does not hand ``init_aux`` the dataset itself), so the
+    critic's error has the distribution of one fitted on the training data, without the
+    reuse correlation. Its fixed point is the soft optimum of ``(T̂, r̂)``, not π*."""
+    del hp
+    d = sample_groups(key, problem, problem.behaviour, cfg.dataset_size, cfg.num_samples)
+    s, a, sn = d["states"][..., :-1], d["actions"][..., :-1], d["states"][..., 1:]
+    S, A = problem.num_states, problem.num_actions
+    dtype = problem.T.dtype
+    n = jnp.zeros((S, A, S), dtype).at[s, a, sn].add(1.0)
+    n_sa = jnp.zeros((S, A), dtype).at[d["states"], d["actions"]].add(1.0)
+    r_sum = jnp.zeros((S, A), dtype).at[d["states"], d["actions"]].add(d["rewards"])
+    tot = jnp.sum(n, axis=-1, keepdims=True)
+    T_hat = jnp.where(tot > 0, n / jnp.maximum(tot, 1.0), 1.0 / S)
+    r_hat = jnp.where(n_sa > 0, r_sum / jnp.maximum(n_sa, 1.0), 0.0)
+    return {"T": T_hat, "r": r_hat, "visits": n_sa}
+
+
+def corrected_estimate_with(critic):
+    """CoPG on the critic-corrected return (the transition noise removed):
+    ``A(τ) = R_β^π(τ) − Σ_t γ^{t+1} (V_{t+1}(s_{t+1}) − (T V_{t+1})(s_t, a_t))``, and
+    ``Σ_i (A(τ_i) − mean_{j≠i} A(τ_j)) ∇ln π(τ_i)`` (CoPG's k-sample contrast, arXiv
+    2406.19185, with ``A`` for ``R_β``), ``(V, T V) = critic(logits, problem, hp, aux)``
+    held constant. With the exact soft value of π, ``A(τ) = V^π_0(s_0) + Σ_t γ^t
+    (Q^π_t − β ln(π_t/π_ref) − V^π_t)(s_t, a_t)``: at π* it is ``V*_0(s_0)``, constant
+    given ``s_0``, so π* is a zero of the mean direction for every μ."""
+
+    def estimate(logits, problem: TabularMDP, hp, batch, aux, cfg) -> Array:
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        traj = _traj(batch)
+        V, TV = critic(logits, problem, hp, aux)
+        a = reg_return(problem, logp, hp["beta"], traj) - _noise_correction(problem, V, TV,
+                                                                            traj)
+        return _score_weighted(logits, _loo(a), traj)
+
+    return estimate
+
+
+def corrected_expected_with(critic):
+    """Exact twin: ``k (E_μ[A ∇ln π] − E_{s_0}[E_μ[A | s_0] E_μ[∇ln π | s_0]])`` with
+    ``A = V_0(s_0) + Σ_t c_t(s_t, a_t)`` (:func:`_advantage_score`; ``V_0(s_0)`` cancels),
+    forward DPs under the true dynamics and μ, the critic (its ``aux``) held fixed."""
+
+    def expected(logits, problem: TabularMDP, hp, aux, cfg) -> Array:
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        V, TV = critic(logits, problem, hp, aux)
+        c = _advantage_score(problem, logp, hp["beta"], V, TV)
+        return _contrast_expected(logits, problem, c, cfg.num_samples)
+
+    return expected
+
+
+def _soft_q_score(logits: Array, problem: TabularMDP, beta) -> Array:
+    """``q_t(s, a) = γ^t (Q^π_t(s, a) − β ln(π_t(a|s)/π_ref(a|s)))`` (exact ``Q^π``)."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    q = em.evaluate_policy(problem, jnp.exp(logp), beta).Q
+    q = q - beta * (logp - jnp.log(problem.ref_policy))
+    return q * discount_weights(problem)[:, None, None]
+
+
+def per_state_estimate(logits, problem: TabularMDP, hp, batch, aux, cfg) -> Array:
+    """Per-state CoPG on the soft Q of π: at every visited ``(t, s_t)`` the bandit CoPG
+    pair (arXiv 2406.19185, eq. 7 with a softmax policy) of the observed action
+    ``a_t ~ μ(·|s_t)`` against ``a' ~ π_ref(·|s_t)``, the second element summed exactly,
+    with reward ``q_t(s, ·) = γ^t (Q^π_t(s, ·) − β ln(π_t/π_ref))``:
+    ``Σ_{a'} π_ref(a'|s) (q(a_t) − q(a')) (e_{a_t} − e_{a'})`` on the logits ``θ[t, s_t]``,
+    summed over the group's trajectories and steps, averaged over groups. The state's
+    value cancels in the contrast, so no transition noise enters; the zero of the mean
+    (``q_t(s, ·)`` constant: ``π_t ∝ π_ref exp(Q^π_t/β)``) is π* by backward induction
+    (CoPG Thm. 1 per state, pairs from ``μ × π_ref``). Needs ``Q^π`` (exact here)."""
+    q = _soft_q_score(logits, problem, hp["beta"])
+    h = batch["states"].shape[-1]
+    tt = jnp.arange(h)
+    qs = q[tt, batch["states"]]  # [B, k, H, A]
+    ref = problem.ref_policy[batch["states"]]
+    qa = jnp.take_along_axis(qs, batch["actions"][..., None], axis=-1)  # [B, k, H, 1]
+    onehot = jax.nn.one_hot(batch["actions"], problem.num_actions, dtype=q.dtype)
+    v = (qa - jnp.sum(ref * qs, -1, keepdims=True)) * onehot - ref * (qa - qs)
+    where = jax.nn.one_hot(batch["states"], problem.num_states, dtype=q.dtype)
+    return jnp.einsum("bkhs,bkha->hsa", where, v) / batch["states"].shape[0]
+
+
+def per_state_expected(logits, problem: TabularMDP, hp, aux, cfg) -> Array:
+    """Exact twin: ``k d^μ_t(s) [μ∘(q − π_ref·q) + π_ref∘(q − μ·q)](t, s)`` (the pair
+    weights of SPEC §7 with ``μ1 = μ(·|s)``, ``μ2 = π_ref(·|s)``), ``d^μ_t(s)`` the
+    behaviour's state occupancy."""
+    q = _soft_q_score(logits, problem, hp["beta"])
+    mu = time_indexed(problem.behaviour, problem.horizon)
+    ref = problem.ref_policy[None]
+    p = jnp.sum(em.occupancy(problem, problem.behaviour), axis=-1)[..., None]
+    d = mu * (q - jnp.sum(ref * q, -1, keepdims=True)) + ref * (q - jnp.sum(mu * q, -1,
+                                                                           keepdims=True))
+    return cfg.num_samples * p * d
 
 
 # --------------------------------------------------------------------- naive and IS PG
@@ -250,6 +428,20 @@ _LR = {"beta": 0.5, "lr": 1e-2}
 
 register(Method("copg", "mdp", _LR, copg_estimate.__doc__.split("\n")[0],
                 estimate=copg_estimate, expected=copg_expected, num_samples_free=True))
+register(Method("copg_critic", "mdp", _LR,
+                "CoPG on R_β^π(τ) minus the transition noise, exact soft value of π.",
+                estimate=corrected_estimate_with(exact_critic),
+                expected=corrected_expected_with(exact_critic), num_samples_free=True))
+register(Method("copg_learned_critic", "mdp", _LR,
+                "CoPG on R_β^π(τ) minus the transition noise, tabular critic fitted "
+                "to behaviour data (T̂, r̂).",
+                estimate=corrected_estimate_with(learned_critic),
+                expected=corrected_expected_with(learned_critic), init_aux=fit_tabular_critic,
+                num_samples_free=True))
+register(Method("copg_per_state", "mdp", _LR,
+                "Per-state CoPG: contrast of actions at each visited state on the soft Q^π.",
+                estimate=per_state_estimate, expected=per_state_expected,
+                num_samples_free=True))
 register(Method("pg", "mdp", _LR, "Naive off-policy PG on trajectories, b = 0 (biased).",
                 estimate=pg_estimate_with("none"), expected=pg_expected_with("none"),
                 num_samples_free=True))
