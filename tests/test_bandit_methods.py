@@ -132,6 +132,9 @@ SAMPLED_CASES = [
     ("is_pg", {"baseline": "none"}, {}, "random"),
     ("is_pg", {"baseline": "value"}, {}, "random"),
     ("is_pg_truncated", {}, {"trunc": 1.0}, "random"),
+    ("is_pg_truncated_value_baseline", {}, {"trunc": 1.0}, "random"),
+    ("is_pg_truncated_no_baseline", {}, {"trunc": 0.7}, "random"),
+    ("pg_regularized_baseline", {}, {}, "random"),
     ("ppo_clip", {}, {"clip_eps": 0.2}, "ppo"),
     ("ppo_clip", {"baseline": "none"}, {"clip_eps": 0.2}, "ppo"),
     ("rloo", {"num_samples": 2}, {}, "random"),
@@ -510,3 +513,45 @@ def test_binary_search_sampling_draws_the_same_arms_as_comparing_with_every_cdf_
     count = np.where(np.asarray(p)[count] > 0, count, k - 1 - np.argmax(np.asarray(p)[::-1] > 0))
     np.testing.assert_array_equal(got, count)
     assert np.all(np.asarray(p)[np.asarray(got)] > 0)
+
+
+@pytest.mark.parametrize("name,baseline", [("is_pg_truncated_value_baseline", "value"),
+                                           ("is_pg_truncated_no_baseline", "none")])
+def test_fixed_baseline_truncated_is_equals_is_pg_truncated_with_that_baseline(name, baseline):
+    """The registered baseline variants are ``is_pg_truncated`` with ``cfg.baseline`` set,
+    sample by sample and in expectation, and they ignore ``cfg.baseline`` themselves."""
+    problem = problems()["paper"]
+    method, ref = get_method(name), get_method("is_pg_truncated")
+    hp = train.to_hparams(method, {"beta": BETA})
+    cfg = StaticConfig(batch_size=BATCH, dataset_size=BATCH)
+    logits = random_logits(problem.num_actions, seed=1)
+    batch = behaviour_batches("paper", 2, BATCH, 0)
+    batch = jax.tree_util.tree_map(lambda a: a[0], batch)
+    for c in (cfg, cfg.replace(baseline="regularized_value"), cfg.replace(baseline="none")):
+        np.testing.assert_array_equal(
+            method.estimate(logits, problem, hp, batch, None, c),
+            ref.estimate(logits, problem, hp, batch, None, cfg.replace(baseline=baseline)))
+        np.testing.assert_array_equal(
+            method.expected(logits, problem, hp, None, c),
+            ref.expected(logits, problem, hp, None, cfg.replace(baseline=baseline)))
+
+
+def test_naive_pg_with_the_regularized_baseline_is_pg_minus_its_mean_advantage():
+    """``pg_regularized_baseline`` differs from ``pg`` (b = 0) by the baseline term
+    ``−J(π) Σ_ν (ν − π)`` (exact), and from ``pg_value_baseline`` by ``+β KL(π‖π_ref)
+    Σ_ν (ν − π)``: the whole difference between a biased and an unbiased fixed point."""
+    problem = problems()["paper"]
+    cfg = StaticConfig()
+    logits = random_logits(problem.num_actions, seed=4)
+    probs = jax.nn.softmax(logits)
+    hp = {"beta": jnp.asarray(BETA)}
+
+    def d(name):
+        return get_method(name).expected(logits, problem, hp, None, cfg)
+
+    score = (problem.mu1 - probs) + (problem.mu2 - probs)
+    j = eb.objective(problem, probs, BETA)
+    kl = jnp.sum(probs * (jnp.log(probs) - jnp.log(problem.ref_probs)))
+    np.testing.assert_allclose(d("pg_regularized_baseline"), d("pg") - j * score, atol=1e-12)
+    np.testing.assert_allclose(d("pg_regularized_baseline"),
+                               d("pg_value_baseline") + BETA * kl * score, atol=1e-12)

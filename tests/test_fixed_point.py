@@ -47,6 +47,7 @@ TARGETS_PI_STAR = [
     ("is_pg", {"baseline": "none"}),
     ("is_pg_self_normalized", {}),
     ("is_pg_truncated", {}),
+    ("pg_regularized_baseline", {}),
     ("rloo", {}),
     ("mdpo", {}),
     ("md", {}),
@@ -74,7 +75,8 @@ def test_fixed_point_is_pi_star_on_the_paper_bandit(name, cfg_kw):
     assert float(fp.residual) < 1e-9
 
 
-@pytest.mark.parametrize("name", ["copg", "is_pg", "rloo", "mdpo", "md", "mmd", "dpo"])
+@pytest.mark.parametrize("name", ["copg", "is_pg", "rloo", "mdpo", "md", "mmd", "dpo",
+                                  "pg_regularized_baseline"])
 def test_fixed_point_is_pi_star_on_random_bandits(name):
     method = get_method(name)
     cfg = StaticConfig(mode="exact")
@@ -91,7 +93,9 @@ def test_fixed_point_is_pi_star_on_random_bandits(name):
     np.testing.assert_allclose(single.probs, fps.probs[0], atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["pg", "pg_value_baseline", "ipo"])
+@pytest.mark.parametrize("name", ["pg", "pg_value_baseline", "ipo",
+                                  "is_pg_truncated_value_baseline",
+                                  "is_pg_truncated_no_baseline"])
 def test_biased_methods_have_their_own_fixed_point(name):
     problem = paper_bandit()
     method = get_method(name)
@@ -308,13 +312,72 @@ def test_copg_fixed_point_is_pi_star_when_the_data_concentrate_on_the_worst_arm(
 
 
 # ---------------------------------------------------------------------------------------
-# Closed-form residual per unit step; finite roots far from π_ref
+# The baseline decides the fixed point of unweighted / truncated off-policy PG
 
 
 def log_pi_star(problem, beta):
     """``ln π*`` in closed form (SPEC §1): ``ln π_ref + R/β − ln Σ π_ref e^{R/β}``."""
     z = np.log(np.asarray(problem.ref_probs)) + np.asarray(problem.rewards) / beta
     return z - (z.max() + np.log(np.exp(z - z.max()).sum()))
+
+
+@pytest.mark.parametrize("seed", [None, 0, 1])
+def test_baseline_with_the_kl_term_makes_pi_star_a_zero(seed):
+    """At π*, ``R_β^{π*}(y) = β ln Σ π_ref e^{R/β}`` for every y, so with
+    ``b = E_π[R_β^π]`` every advantage is 0 and the exact direction of naive PG and of
+    truncated IS-PG is 0 at π* (for any behaviour); with ``b = E_π[R]`` or ``b = 0`` the
+    advantage is the constant ``−b + J*`` ≠ 0, which the unweighted / truncated score
+    ``Σ_ν w_ν∘a − (Σ_ν w_ν·a)π`` does not cancel (``w_ν ≠ π``)."""
+    problem = paper_bandit() if seed is None else random_bandit(jax.random.PRNGKey(seed), 4)
+    logits = jnp.asarray(log_pi_star(problem, BETA))
+    cfg = StaticConfig(mode="exact")
+
+    def direction(name):
+        m = get_method(name)
+        return np.asarray(m.expected(logits, problem, train.to_hparams(m, {"beta": BETA}),
+                                     None, cfg))
+
+    for name in ("pg_regularized_baseline", "is_pg_truncated", "is_pg"):
+        np.testing.assert_allclose(direction(name), 0.0, atol=1e-13, err_msg=name)
+    for name in ("pg", "pg_value_baseline", "is_pg_truncated_value_baseline",
+                 "is_pg_truncated_no_baseline"):
+        assert np.max(np.abs(direction(name))) > 1e-3, name
+
+
+def test_truncated_is_fixed_point_depends_on_the_baseline():
+    """Only ``b = E_π[R_β^π]`` (``is_pg_truncated``'s default) gives π*; the same
+    estimator with ``b = E_π[R]`` or ``b = 0`` settles elsewhere, at a point where its own
+    direction vanishes and ``E_π[R_β^π − b]`` equals ``−β KL(π‖π_ref)`` resp. ``J(π)``
+    (not 0), as the proof in ``bandit_methods._baseline`` requires."""
+    problem = paper_bandit()
+    cfg = StaticConfig(mode="exact")
+    for method_name, cfg_baseline in (("is_pg_truncated_value_baseline", "value"),
+                                      ("is_pg_truncated_no_baseline", "none")):
+        fp = fixed_point(method_name, problem, {"beta": BETA})
+        # the same as is_pg_truncated with that baseline in the static config
+        twin = fixed_point("is_pg_truncated", problem, {"beta": BETA},
+                           cfg.replace(baseline=cfg_baseline))
+        assert bool(fp.converged) and bool(twin.converged)
+        np.testing.assert_allclose(fp.probs, twin.probs, atol=1e-12)
+        assert regret(problem, fp.probs) > 1e-2
+        # Independently in numpy: a = R − β ln(π/π_ref) − b, and the zero condition
+        # Σ_ν w_ν∘a = (Σ_ν w_ν·a) π with w_ν = ν min(π/ν, c̄), c̄ = 1, holds with C ≠ 0.
+        pi, r = np.asarray(fp.probs), np.asarray(problem.rewards)
+        log_ratio = np.asarray(fp.logits) - np.log(np.asarray(problem.ref_probs))
+        b = pi @ r if cfg_baseline == "value" else 0.0
+        a = r - BETA * log_ratio - b
+        w = sum(nu * np.minimum(pi / nu, 1.0)
+                for nu in (np.asarray(problem.mu1), np.asarray(problem.mu2)))
+        c = w @ a
+        np.testing.assert_allclose(w * a, c * pi, atol=1e-12)
+        kl = pi @ log_ratio
+        want = -BETA * kl if cfg_baseline == "value" else pi @ r - BETA * kl  # −βKL or J
+        np.testing.assert_allclose(pi @ a, want, atol=1e-12)
+        assert abs(c) > 1e-3 and abs(pi @ a) > 1e-3
+
+
+# ---------------------------------------------------------------------------------------
+# Closed-form residual per unit step; finite roots far from π_ref
 
 
 @pytest.mark.parametrize("eta", [1e-11, 1e-3, 1.0])
@@ -355,7 +418,7 @@ def test_decreasing_step_schedule_is_refused_for_closed_form_fixed_points():
                     StaticConfig(mode="exact", eta_schedule="nash_md"))
 
 
-@pytest.mark.parametrize("name", ["copg", "md"])
+@pytest.mark.parametrize("name", ["copg", "md", "pg_regularized_baseline"])
 def test_fixed_point_at_small_beta_is_pi_star_whatever_its_logit_spread(name):
     """β = 0.01 on the paper bandit: ``ln π* = ln π_ref + R/β − LSE`` has spread
     ``(2.5 − 1)/0.01 = 150`` (π*(y₃) ≈ 7e-66). It is a regular root and must be accepted
@@ -384,3 +447,4 @@ def test_bandit_worker_writes_the_small_beta_fixed_point():
     np.testing.assert_allclose(out["fixed_point"], np.exp(log_pi_star(problem, 0.01)),
                                atol=1e-12)
     assert abs(out["fixed_point_regret"]) < 1e-12
+

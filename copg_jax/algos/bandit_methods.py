@@ -55,6 +55,19 @@ def _behaviour(problem: Bandit, k: int) -> list[Array]:
 
 
 def _baseline(problem: Bandit, probs, logp, beta, kind: str):
+    """The baseline ``b``: ``"none"`` 0, ``"value"`` ``E_π[R]``, ``"regularized_value"``
+    ``E_π[R_β^π] = E_π[R] − β KL(π‖π_ref)``, all exact.
+
+    Why it matters off-policy: with ``b = E_π[R_β^π]`` the advantage ``a = R_β^π − b``
+    has ``E_π[a] = 0``, and any estimator whose expected direction is
+    ``Σ_ν w_ν∘a − (Σ_ν w_ν·a) π`` with positive weights ``w_ν(y)`` (naive PG: ``w = ν``;
+    truncated IS: ``w = ν min(π/ν, c̄)``) vanishes only at π*: zero means
+    ``a(y) = C π(y)/w(y)`` with ``w = Σ_ν w_ν``, so ``0 = E_π[a] = C Σ_y π(y)²/w(y)`` gives
+    ``C = 0``, hence ``a ≡ 0``, i.e. ``R_β^π`` is constant, which holds only at π*
+    (where ``R_β^{π*} ≡ β ln Σ π_ref e^{R/β}``). With ``b = E_π[R]`` or ``b = 0``,
+    ``E_π[a] = −β KL(π‖π_ref)`` or ``J(π)``, not 0, and the fixed point moves away from π*
+    (unless the weights are the exact importance weights, ``w_ν = π``, which makes any
+    constant ``b`` drop out: plain IS-PG is unbiased whatever ``b``)."""
     if kind == "none":
         return jnp.zeros((), probs.dtype)
     if kind == "value":
@@ -125,6 +138,12 @@ def copg_loss(logits, problem: Bandit, hp, batch) -> Array:
 
 
 def pg_estimate_with(baseline_kind: str):
+    """Naive off-policy PG (CoPG §5): ``Σ_i (R_β^π(y_i) − b)(e_{y_i} − π)`` over the
+    elements of a group, each ``y_i ~ ν_i`` with no importance weight; ``b`` =
+    :func:`_baseline` of ``baseline_kind`` (fixed by the method, not ``cfg.baseline``).
+    Biased for ``b = 0`` and ``b = E_π[R]``; its fixed point is π* for
+    ``b = E_π[R_β^π]`` (:func:`_baseline`)."""
+
     def estimate(logits, problem: Bandit, hp, batch, aux, cfg) -> Array:
         probs, logp = _policy(logits)
         a = reg_reward(problem, logp, hp["beta"], batch["y"], batch["r"])
@@ -151,17 +170,18 @@ def _is_weight(kind: str, rho: Array, hp) -> Array:
     return rho
 
 
-def is_estimate_with(kind: str):
+def is_estimate_with(kind: str, baseline: str | None = None):
     """Importance-sampled PG, ``ρ = π(y)/ν(y)`` per element (each uses its own μ):
     plain ``ρ (R_β − b)(e_y − π)``; truncated ``min(ρ, c̄)``; self-normalized (weights of
     each element position divided by their batch sum); PPO-clip: the gradient of
-    ``min(ρA, clip(ρ, 1 ± ε) A)`` with ``A = R_β − b`` held constant."""
+    ``min(ρA, clip(ρ, 1 ± ε) A)`` with ``A = R_β − b`` held constant. The baseline ``b``
+    is ``cfg.baseline``, or ``baseline`` when given (then fixed by the method)."""
 
     def estimate(logits, problem: Bandit, hp, batch, aux, cfg) -> Array:
         probs, logp = _policy(logits)
         y = batch["y"]
         adv = reg_reward(problem, logp, hp["beta"], y, batch["r"]) - _baseline(
-            problem, probs, logp, hp["beta"], cfg.baseline
+            problem, probs, logp, hp["beta"], baseline or cfg.baseline
         )
         nu = jnp.stack(_behaviour(problem, y.shape[1]))  # [k, K]
         rho = probs[y] / nu[jnp.arange(y.shape[1])[None, :], y]
@@ -207,11 +227,11 @@ def _clipped_advantage_mean(problem: Bandit, adv: Array, rho: Array, eps) -> Arr
     return jnp.where(up, pos, 0.0) + jnp.where(down, neg, 0.0)
 
 
-def is_expected_with(kind: str):
+def is_expected_with(kind: str, baseline: str | None = None):
     def expected(logits, problem: Bandit, hp, aux, cfg) -> Array:
         probs, logp = _policy(logits)
         adv = _reg_reward_all(problem, logp, hp["beta"]) - _baseline(
-            problem, probs, logp, hp["beta"], cfg.baseline
+            problem, probs, logp, hp["beta"], baseline or cfg.baseline
         )
         total = jnp.zeros_like(logits)
         for nu in _behaviour(problem, cfg.num_samples):
@@ -404,6 +424,20 @@ register(Method("pg_value_baseline", "bandit", _LR,
                 "Naive off-policy PG with b = E_π[R] (exact; biased).",
                 estimate=pg_estimate_with("value"), expected=pg_expected_with("value"),
                 num_samples_free=True, decomposable=True))
+register(Method("pg_regularized_baseline", "bandit", _LR,
+                "Naive off-policy PG with b = E_π[R_β^π] (exact; fixed point π*).",
+                estimate=pg_estimate_with("regularized_value"),
+                expected=pg_expected_with("regularized_value"),
+                num_samples_free=True, decomposable=True))
+# Truncated IS with the baseline fixed by the method (is_pg_truncated reads cfg.baseline,
+# default E_π[R_β^π]): only that default makes its fixed point π* (see _baseline).
+for _name, _b, _doc in (("is_pg_truncated_value_baseline", "value", "b = E_π[R]"),
+                        ("is_pg_truncated_no_baseline", "none", "b = 0")):
+    register(Method(_name, "bandit", {**_LR, "trunc": 1.0},
+                    f"Importance-sampled PG (truncated), {_doc} (biased).",
+                    estimate=is_estimate_with("truncated", _b),
+                    expected=is_expected_with("truncated", _b),
+                    num_samples_free=True, decomposable=True))
 for _name, _kind, _extra in (
     ("is_pg", "plain", {}),
     ("is_pg_truncated", "truncated", {"trunc": 1.0}),
