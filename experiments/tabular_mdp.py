@@ -54,12 +54,14 @@ reported without solving: their expected update is exactly ``k ∇J`` (see
 :mod:`copg_jax.algos.mdp_methods`), whose only zero is π* (regret 0;
 ``fixed_point_source: "analytic"``). ``pg`` is solved only when asked
 (``--fixed_points=copg,pg,pmd`` or ``all``); methods not solved get no fixed-point keys and
-``summary.json`` lists them under ``fixed_points_not_computed``. Newton runs at most 10
-iterations after 2,000 warm-start steps (it converged in 6-10 on the default Garnets); a
-point not reached is reported as ``None`` (not converged). Known case: ``copg`` on
-``--env=garnet_det`` instance 1 stalls at residual 1.1e-4 (Newton's backtracking finds no
-decrease; 30 iterations gave the same), so its fixed-point regret is ``None`` although
-theory says π* (deterministic transitions).
+``summary.json`` lists them under ``fixed_points_not_computed``. The solver runs with
+:func:`copg_jax.fixed_point.fixed_point`'s default budget (5,000 warm-start steps, at most
+50 Newton iterations); a point not reached is reported as ``None`` (not converged). A
+smaller budget is not enough everywhere: on ``--env=garnet_det`` instance 1, ``copg``
+stalls at residual 1.1e-4 after 2,000 warm steps (with 10 or 50 Newton iterations) and
+ends at 6.5e-10 > tol after 5,000 warm steps and 10 iterations; with the defaults it
+converges to π* (residual 1.5e-15, regret ~1e-15), as CoPG Thm. 1 gives for
+deterministic transitions.
 """
 
 from __future__ import annotations
@@ -263,7 +265,7 @@ def j_star(problems, beta: float) -> list[float]:
 def fixed_point_summary(problems, cfg: StaticConfig, enabled: set[str], timings: dict):
     """``(method, hparams) -> {fixed_point_regret[_by_instance], ...}`` in float64; one
     compiled solver per method, vmapped over the instances."""
-    from copg_jax.fixed_point import DEFAULT_MAX_LOGIT_RANGE, default_tol, solve_fixed_point
+    from copg_jax.fixed_point import default_tol, solve_fixed_point
 
     cache: dict = {}
 
@@ -296,9 +298,7 @@ def fixed_point_summary(problems, cfg: StaticConfig, enabled: set[str], timings:
             tol = default_tol(jnp.float64)
 
             def one(p):
-                fp = solve_fixed_point(m, p, h, fcfg, "mdp", tol=tol, warm_steps=2000,
-                                       newton_iters=10,
-                                       max_logit_range=DEFAULT_MAX_LOGIT_RANGE)
+                fp = solve_fixed_point(m, p, h, fcfg, "mdp", tol=tol)
                 reg = exact_mdp.regret(p, fp.probs, h["beta"])
                 return reg, fp.converged, fp.residual
 
