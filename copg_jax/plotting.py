@@ -28,6 +28,9 @@ _COLORS = {
     "md_proximal": _DARK[1], "mmd": _DARK[2], "mdpo": _DARK[3], "pmd": _TAB10[7],
     "nash_md": _TAB10[0], "omd": _TAB10[1], "online_ipo2": _TAB10[2], "nash_md_pg": _TAB10[3],
     "egpo": _TAB10[4],
+    # the baseline variants of the bandit figure (colours not used by its other methods)
+    "pg_regularized_baseline": _TAB10[9], "is_pg_truncated_value_baseline": _TAB10[8],
+    "is_pg_truncated_no_baseline": (0.0, 0.0, 0.0),
 }
 
 

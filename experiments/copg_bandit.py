@@ -20,7 +20,9 @@ Choices the paper leaves open (documented in README and results):
 
 summary.json: per grid point and method ``final_regret_mean``, ``final_regret_ci95``,
 ``fixed_point`` (the population fixed point: where the method's expected update
-converges) and ``fixed_point_regret``; each grid entry has ``pi_star`` and ``J_star`` for
+converges), ``fixed_point_regret`` and, for the PG/IS family, ``baseline`` (the ``b`` of
+``R_β^π − b``: ``0``, ``E_π[R]`` or ``E_π[R_β^π]``; it decides the fixed point of the
+unweighted and truncated estimators); each grid entry has ``pi_star`` and ``J_star`` for
 its β, and the top level repeats them for the first β value.
 """
 
@@ -30,6 +32,7 @@ import numpy as np
 from absl import flags
 
 from copg_jax import plotting, stats
+from copg_jax.algos import bandit_methods
 from copg_jax.algos.base import StaticConfig, stable_eta
 from copg_jax.algos.registry import get_method
 from copg_jax.envs import bandit as bandit_env
@@ -38,7 +41,8 @@ from copg_jax.sweep import SweepSpec, sweep
 from experiments import common, fixed_point_worker
 from experiments.fixed_point_worker import problem_arrays, solve_fixed_points
 
-FIGURE_METHODS = "copg,ipo,pg,pg_value_baseline,is_pg,is_pg_truncated,rloo,md"
+FIGURE_METHODS = ("copg,ipo,pg,pg_value_baseline,pg_regularized_baseline,is_pg,is_pg_truncated,"
+                  "is_pg_truncated_value_baseline,is_pg_truncated_no_baseline,rloo,md")
 common.define_common("results/copg_bandit", FIGURE_METHODS, 100)
 flags.DEFINE_string("rewards", "2.5,2,1", "Mean reward of each arm.")
 flags.DEFINE_string("mu1", "0.1,0.2,0.7", "Behaviour distribution of y.")
@@ -168,6 +172,8 @@ def fixed_point_summary(problems, cfg: StaticConfig):
 
     def summarize(name: str, hp: dict) -> dict:
         wait()
+        base = bandit_methods.baseline_of(name, cfg)
+        extra = {} if base is None else {"baseline": base}
         per = []
         for problem in problems:
             if key_of(problem, name, hp) not in cache:
@@ -175,8 +181,8 @@ def fixed_point_summary(problems, cfg: StaticConfig):
                     problem_arrays(problem), [(name, hp)], cfg)
             per.append(cache[key_of(problem, name, hp)])
         if len(per) == 1:
-            return per[0]
-        return {f"{k}_by_instance": [p[k] for p in per] for k in per[0]}
+            return {**per[0], **extra}
+        return {**{f"{k}_by_instance": [p[k] for p in per] for k in per[0]}, **extra}
 
     summarize.prefetch = prefetch
     summarize.wait = wait

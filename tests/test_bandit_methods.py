@@ -555,3 +555,29 @@ def test_naive_pg_with_the_regularized_baseline_is_pg_minus_its_mean_advantage()
     np.testing.assert_allclose(d("pg_regularized_baseline"), d("pg") - j * score, atol=1e-12)
     np.testing.assert_allclose(d("pg_regularized_baseline"),
                                d("pg_value_baseline") + BETA * kl * score, atol=1e-12)
+
+
+def test_the_reported_baseline_is_the_one_the_estimator_subtracts():
+    """``baseline_of`` (shown in the summary and README rows) names the ``b`` that each
+    PG/IS method's exact direction actually uses: rebuilding the direction with that
+    baseline kind gives the method's own, for every static ``cfg.baseline``."""
+    problem = problems()["random_noisy"]
+    logits = random_logits(problem.num_actions, seed=5)
+    kind_of = {f: k for k, f in bm.BASELINE_FORMULAS.items()}
+    builders = {"pg": bm.pg_expected_with, "pg_value_baseline": bm.pg_expected_with,
+                "pg_regularized_baseline": bm.pg_expected_with,
+                "is_pg": lambda b: bm.is_expected_with("plain", b),
+                "is_pg_truncated": lambda b: bm.is_expected_with("truncated", b),
+                "is_pg_truncated_value_baseline": lambda b: bm.is_expected_with("truncated", b),
+                "is_pg_truncated_no_baseline": lambda b: bm.is_expected_with("truncated", b)}
+    for cfg_b in bm.BASELINE_FORMULAS:
+        cfg = StaticConfig(baseline=cfg_b)
+        for name, build in builders.items():
+            method = get_method(name)
+            hp = train.to_hparams(method, {"beta": BETA})
+            kind = kind_of[bm.baseline_of(name, cfg)]
+            np.testing.assert_array_equal(method.expected(logits, problem, hp, None, cfg),
+                                          build(kind)(logits, problem, hp, None, cfg),
+                                          err_msg=f"{name} with cfg.baseline={cfg_b}")
+    for name in ("copg", "rloo", "ipo", "dpo", "md"):
+        assert bm.baseline_of(name, StaticConfig()) is None

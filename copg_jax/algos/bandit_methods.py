@@ -409,6 +409,27 @@ def mdpo_expected(logits, problem: Bandit, hp, anchor, cfg) -> Array:
     return probs * (f - probs @ f)
 
 
+# ------------------------------------------------------------------------- baselines
+
+#: ``b`` of each baseline kind, as tables and summaries print it.
+BASELINE_FORMULAS = {"none": "0", "value": "E_π[R]", "regularized_value": "E_π[R_β^π]"}
+#: Methods whose baseline is part of the method (the rest of the IS family reads
+#: ``cfg.baseline``; ``_CFG_BASELINE``).
+_FIXED_BASELINES = {"pg": "none", "pg_value_baseline": "value",
+                    "pg_regularized_baseline": "regularized_value",
+                    "is_pg_truncated_value_baseline": "value",
+                    "is_pg_truncated_no_baseline": "none"}
+_CFG_BASELINE = ("is_pg", "is_pg_truncated", "is_pg_self_normalized", "ppo_clip")
+
+
+def baseline_of(name: str, cfg: StaticConfig) -> str | None:
+    """The baseline ``b`` (a :data:`BASELINE_FORMULAS` value) that bandit method ``name``
+    subtracts from ``R_β^π`` under ``cfg``; ``None`` for methods without one (CoPG and
+    RLOO contrast the samples of a group, IPO/DPO and mirror descent have no baseline)."""
+    kind = _FIXED_BASELINES.get(name, cfg.baseline if name in _CFG_BASELINE else None)
+    return None if kind is None else BASELINE_FORMULAS[kind]
+
+
 # --------------------------------------------------------------------------- registry
 
 _B = {"beta": 0.5}
