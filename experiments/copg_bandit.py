@@ -37,7 +37,7 @@ from copg_jax.algos.base import StaticConfig, stable_eta
 from copg_jax.algos.registry import get_method
 from copg_jax.envs import bandit as bandit_env
 from copg_jax.exact import bandit as exact_bandit
-from copg_jax.sweep import SweepSpec, sweep
+from copg_jax.sweep import SweepSpec, sweep, validate
 from experiments import common, fixed_point_worker
 from experiments.fixed_point_worker import problem_arrays, solve_fixed_points
 
@@ -134,6 +134,7 @@ def build(argv=None):
         "ref_probs": np.asarray(problem.ref_probs).tolist(),
         "epochs": epochs,
     }
+    validate(spec)  # every hyperparameter check before anything is computed
     return spec, problems, extra
 
 

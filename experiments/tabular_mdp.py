@@ -52,7 +52,9 @@ on the shared 2-core machine, so ``--fixed_points`` (default ``copg,pmd``) choos
 methods to solve; ``pmd`` (closed-form iteration) is cheap. ``is_pg`` and ``rloo`` are
 reported without solving: their expected update is exactly ``k ∇J`` (see
 :mod:`copg_jax.algos.mdp_methods`), whose only zero is π* (regret 0;
-``fixed_point_source: "analytic"``). ``pg`` is solved only when asked
+``fixed_point_source: "analytic"``), for is_pg only when the behaviour covers every
+(t, s, a) that π* reaches (else ``fixed_point_not_claimed``; top level
+``behaviour_coverage`` lists what μ never draws). ``pg`` is solved only when asked
 (``--fixed_points=copg,pg,pmd`` or ``all``); methods not solved get no fixed-point keys and
 ``summary.json`` lists them under ``fixed_points_not_computed``. The solver runs with
 :func:`copg_jax.fixed_point.fixed_point`'s default budget (5,000 warm-start steps, at most
@@ -78,13 +80,14 @@ from copg_jax.algos.base import StaticConfig, stable_eta
 from copg_jax.algos.registry import get_method
 from copg_jax.envs import mdp as mdp_env
 from copg_jax.exact import mdp as exact_mdp
-from copg_jax.sweep import SweepSpec, sweep
+from copg_jax.sweep import SweepSpec, sweep, validate
 from copg_jax.validation import check_seed
 from experiments import common
 
 DEFAULT_METHODS = "copg,pg,is_pg,rloo,pmd"
 #: Methods whose expected update is exactly k ∇J: their population fixed point is π*.
 ANALYTIC_PI_STAR = ("is_pg", "rloo")
+NEEDS_COVERAGE = ("is_pg",)  # importance weights π/μ: unbiased only where μ > 0
 ENVS = ("garnet", "garnet_det", "chain", "gridworld")
 
 common.define_common("results/tabular_mdp", DEFAULT_METHODS, 10)
@@ -241,6 +244,7 @@ def build():
         pool_instances=True,  # random MDPs / behaviour draws: exchangeable instances
         max_parallel=FLAGS.max_parallel,
     )
+    validate(spec)  # every hyperparameter check before anything is computed
     return spec, problems, desc
 
 
@@ -262,6 +266,27 @@ def j_star(problems, beta: float) -> list[float]:
         return [float(exact_mdp.soft_optimal(_to64(p), beta).J) for p in problems]
 
 
+def coverages(problems) -> dict | list[dict]:
+    """:func:`copg_jax.envs.mdp.behaviour_coverage` of each instance (one dict for one)."""
+    cov = [mdp_env.behaviour_coverage(p) for p in problems]
+    return cov[0] if len(cov) == 1 else cov
+
+
+def analytic_fixed_point(name: str, problems) -> dict:
+    """π* (regret 0) for is_pg / rloo, whose expected update is ``k ∇J``. For is_pg that
+    needs a behaviour covering every (t, s, a) a full-support policy reaches; where it
+    does not, nothing is claimed (``None``, or no keys and ``fixed_point_not_claimed``)."""
+    ok = [name not in NEEDS_COVERAGE or mdp_env.behaviour_coverage(p)["covered"]
+          for p in problems]
+    vals = [0.0 if c else None for c in ok]
+    why = {"fixed_point_not_claimed": "the behaviour policy leaves reachable (t, s, a) "
+           "uncovered (see behaviour_coverage); IS-PG's fixed point is then not π*"}
+    if len(problems) == 1:
+        return {"fixed_point_regret": 0.0, "fixed_point_source": "analytic"} if ok[0] else why
+    return {"fixed_point_regret_by_instance": vals, "fixed_point_source": "analytic",
+            **({} if all(ok) else why)}
+
+
 def fixed_point_summary(problems, cfg: StaticConfig, enabled: set[str], timings: dict):
     """``(method, hparams) -> {fixed_point_regret[_by_instance], ...}`` in float64; one
     compiled solver per method, vmapped over the instances."""
@@ -271,10 +296,7 @@ def fixed_point_summary(problems, cfg: StaticConfig, enabled: set[str], timings:
 
     def summarize(name: str, hp: dict) -> dict:
         if name in ANALYTIC_PI_STAR:
-            return {"fixed_point_regret" if len(problems) == 1 else
-                    "fixed_point_regret_by_instance":
-                    0.0 if len(problems) == 1 else [0.0] * len(problems),
-                    "fixed_point_source": "analytic"}
+            return analytic_fixed_point(name, problems)
         if name not in enabled:
             return {}
         key = (name, tuple(sorted(hp.items())))
@@ -377,7 +399,8 @@ def main(argv) -> None:
     result = sweep(
         spec, problems, FLAGS.out, resume=FLAGS.resume, overwrite=FLAGS.overwrite,
         progress=FLAGS.progress, extra_config=extra, method_summary=summarize,
-        summary_extra={"J_star": jstar[betas[0]], "instances": desc},
+        summary_extra={"J_star": jstar[betas[0]], "instances": desc,
+                       "behaviour_coverage": coverages(problems)},
     )
     for entry in result.summary["grid"]:
         entry["J_star"] = jstar[entry["hparams"]["beta"]]

@@ -272,7 +272,8 @@ def test_t_quantile_agrees_with_scipy():
 def test_mean_ci_of_two_values_uses_t_one():
     """n = 2: s = |a − b|/√2, so the half-width is t_{0.975,1}·|a − b|/2 = 6.353·|a − b|
     (the normal 1.96 would claim 0.98·|a − b|)."""
-    from copg_jax import plotting, sweep as sweep_mod
+    from copg_jax import plotting
+    from copg_jax import sweep as sweep_mod
 
     m, lo, hi = sweep_mod.ci95(np.array([0.0, 1.0]))
     assert (m, hi - m) == (0.5, pytest.approx(12.7062047361747 / 2, rel=1e-12))
@@ -349,3 +350,242 @@ def test_distinct_instances_get_one_interval_each():
                                    rtol=1e-10)
     assert s["ci_over"] == "3 seeds (Student-t 95%) for each instance (distinct problems, " \
                            "never pooled)"
+
+
+# ------------------------------------------ 6. regret at large β (float32 resolution)
+
+F32_EPS = 2.0**-23
+
+
+def _bandit_regret64(theta, rewards, ref, beta) -> float:
+    """β KL(π‖π*) in float64 from the same (float32) logits: the true regret of that π."""
+    t = np.asarray(theta, np.float64)
+    lp = t - np.log(np.sum(np.exp(t)))
+    s = np.log(ref) + np.asarray(rewards, np.float64) / beta
+    ls = s - np.log(np.sum(np.exp(s)))
+    return float(beta * np.sum(np.exp(lp) * (lp - ls)))
+
+
+def test_bandit_regret_at_large_beta_is_resolved():
+    """β = 10⁴: the uniform policy's whole regret is ≈ 1.9e-5. float32 metrics must resolve
+    it: never negative, within 5% of it absolutely for better policies (it was off by
+    70× its size: −4e-4), and within ``30 ε √(2β·regret)`` in general (rounding of the
+    O(|d|) terms of the sum, |d| ≈ √(2·KL))."""
+    problem = paper_bandit()
+    beta = 1e4
+    hp = {"beta": jnp.float32(beta)}
+    target = BANDIT.target(problem, hp)
+    ref = np.full(3, 1 / 3)
+    uniform = _bandit_regret64(np.log(ref).astype(np.float32), problem.rewards, ref, beta)
+    assert uniform == pytest.approx(1.944e-5, rel=1e-3)
+    rng = np.random.default_rng(0)
+    metric = jax.jit(lambda th: BANDIT.metrics(problem, th, None, hp, target)["regret"])
+    for _ in range(200):
+        theta = (np.log(ref) + rng.normal(size=3) * 10 ** rng.uniform(-7, -1)).astype(np.float32)
+        got, want = float(metric(jnp.asarray(theta))), _bandit_regret64(theta, problem.rewards,
+                                                                        ref, beta)
+        assert got >= 0.0
+        assert abs(got - want) <= 30 * F32_EPS * np.sqrt(2 * beta * want) + 1e-12
+        if want <= uniform:
+            assert abs(got - want) <= 5e-2 * uniform
+
+
+def test_mdp_regret_is_the_occupancy_weighted_kl_and_never_negative():
+    """``J* − J = β Σ_t γ^t Σ_s d_t(s) KL(π_t‖π*_t)`` (soft performance difference): equal to
+    the float64 value difference; in float32 at β = 10⁴ it is ≥ 0 and resolved, where the
+    difference of two float32 values is not."""
+    from copg_jax.envs import mdp as mdp_env
+    from copg_jax.exact import mdp as em
+    from copg_jax.kinds.mdp import MDP
+
+    rng = np.random.default_rng(1)
+    S, A, H = 4, 3, 3
+    T = rng.uniform(size=(S, A, S))
+    T /= T.sum(-1, keepdims=True)
+    arrays = dict(T=T, r=rng.uniform(size=(S, A)), rho0=np.full(S, 1 / S))
+    for beta, x64, noise in ((0.5, True, 0.3), (1e4, False, 1e-3)):
+        with jax.enable_x64(x64):
+            mdp = mdp_env.make_mdp(arrays["T"], arrays["r"], arrays["rho0"], H, discount=0.9)
+            hp = {"beta": jnp.asarray(beta, jnp.result_type(float))}
+            target = MDP.target(mdp, hp)
+            theta = jnp.asarray(np.log(np.full((H, S, A), 1 / A))
+                                + noise * rng.normal(size=(H, S, A)), jnp.result_type(float))
+            got = float(MDP.metrics(mdp, theta, None, hp, target)["regret"])
+        with jax.enable_x64(True):
+            mdp64 = mdp_env.make_mdp(arrays["T"], arrays["r"], arrays["rho0"], H, discount=0.9)
+            want = float(em.regret(mdp64, jax.nn.softmax(jnp.asarray(np.asarray(theta),
+                                                                     jnp.float64)), beta))
+        assert got >= 0
+        assert got == pytest.approx(want, rel=1e-9 if x64 else 1e-2)
+
+
+# ------------------------------------------------- 7. MDP files: keys and coverage
+
+
+def _small_mdp_arrays():
+    rng = np.random.default_rng(2)
+    S, A = 3, 2
+    T = rng.uniform(size=(S, A, S)) * (rng.uniform(size=(S, A, S)) > 0.4)
+    T[..., 0] += 1e-3  # every row has mass
+    T /= T.sum(-1, keepdims=True)
+    return {"T": T, "r": rng.uniform(size=(S, A)), "rho0": np.array([1.0, 0.0, 0.0]),
+            "horizon": np.int64(3)}
+
+
+@pytest.mark.parametrize("extra", ["behavior", "gamma"])
+def test_mdp_file_with_unknown_key_refused(tmp_path, extra):
+    from copg_jax.envs.mdp import load_mdp
+
+    arrays = _small_mdp_arrays()
+    arrays[extra] = np.full((3, 2), 0.5) if extra == "behavior" else np.float64(0.9)
+    np.savez(tmp_path / "m.npz", **arrays)
+    with pytest.raises(ValueError, match=rf"^mdp: .*unknown array\(s\) \['{extra}'\]; known: "
+                                         r"required \['T', 'r', 'rho0', 'horizon'\], optional "
+                                         r"\['ref_policy', 'behaviour', 'discount'\]$"):
+        load_mdp(tmp_path / "m.npz")
+
+
+def _enumerated_support(T, rho0, policy, H):
+    """Brute force: every trajectory (s_0, a_0, ..., s_{H−1}, a_{H−1}) with positive
+    probability under ``policy`` [S, A]; the set of (t, s, a) on them."""
+    import itertools
+
+    S, A = policy.shape
+    seen = set()
+    for traj in itertools.product(range(S), range(A), repeat=H):
+        s, a = traj[0::2], traj[1::2]
+        p = rho0[s[0]] * np.prod([policy[s[t], a[t]] for t in range(H)]) * np.prod(
+            [T[s[t], a[t], s[t + 1]] for t in range(H - 1)])
+        if p > 0:
+            seen |= {(t, s[t], a[t]) for t in range(H)}
+    return seen
+
+
+def test_behaviour_coverage_matches_enumeration():
+    from copg_jax.envs import mdp as mdp_env
+
+    arrays = _small_mdp_arrays()
+    beh = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])  # never a=1 in s=0, a=0 in s=2
+    with jax.enable_x64(True):
+        mdp = mdp_env.make_mdp(arrays["T"], arrays["r"], arrays["rho0"], 3, behaviour=beh)
+        cov = mdp_env.behaviour_coverage(mdp, max_listed=100)
+        full = mdp_env.behaviour_coverage(mdp_env.make_mdp(arrays["T"], arrays["r"],
+                                                           arrays["rho0"], 3))
+    ref = np.full((3, 2), 0.5)
+    want = _enumerated_support(arrays["T"], arrays["rho0"], ref, 3) - _enumerated_support(
+        arrays["T"], arrays["rho0"], beh, 3)
+    assert want  # the example does leave something uncovered
+    assert {tuple(x) for x in cov["uncovered"]} == want
+    n_reach = len(_enumerated_support(arrays["T"], arrays["rho0"], ref, 3))
+    assert not cov["covered"] and cov["num_uncovered"] == len(want)
+    assert cov["uncovered_fraction"] == pytest.approx(len(want) / n_reach)
+    assert full["covered"] and full["num_uncovered"] == 0  # uniform behaviour
+
+
+def test_is_pg_fixed_point_not_claimed_without_coverage():
+    from copg_jax.envs import mdp as mdp_env
+    from experiments import tabular_mdp  # defines its absl flags; reads none of them here
+
+    arrays = _small_mdp_arrays()
+    beh = np.array([[1.0, 0.0], [0.5, 0.5], [0.5, 0.5]])
+    holes = mdp_env.make_mdp(arrays["T"], arrays["r"], arrays["rho0"], 3, behaviour=beh)
+    fine = mdp_env.make_mdp(arrays["T"], arrays["r"], arrays["rho0"], 3)
+    one = tabular_mdp.analytic_fixed_point("is_pg", [holes])
+    assert "fixed_point_regret" not in one and "uncovered" in one["fixed_point_not_claimed"]
+    assert tabular_mdp.analytic_fixed_point("is_pg", [fine])["fixed_point_regret"] == 0.0
+    both = tabular_mdp.analytic_fixed_point("is_pg", [fine, holes])
+    assert both["fixed_point_regret_by_instance"] == [0.0, None]
+    on_policy = tabular_mdp.analytic_fixed_point("rloo", [holes])  # draws from π: no μ
+    assert on_policy["fixed_point_regret"] == 0.0
+
+
+# ------------------------------------------------------- the CLIs, end to end
+
+BANDIT_TINY = ["--epochs", "1", "--num_pairs", "1024", "--batch_size", "512", "--noprogress",
+               "--compile_cache", ""]
+MDP_TINY = ["--steps", "20", "--log_every", "10", "--seeds", "2", "--batch_size", "8",
+            "--num_pairs", "32", "--horizon", "3", "--noprogress", "--compile_cache", ""]
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    """Every invocation at once: name -> (code, stderr, out folder)."""
+    from cli_jobs import run_jobs
+
+    base = tmp_path_factory.mktemp("cli")
+    arrays = _small_mdp_arrays()
+    np.savez(base / "behavior.npz", **arrays, behavior=np.full((3, 2), 0.5))
+    np.savez(base / "holes.npz", **arrays, behaviour=np.array([[1.0, 0.0], [0.5, 0.5],
+                                                               [0.5, 0.5]]))
+    bandit = run_jobs("experiments.copg_bandit", base, {
+        "mix_exact": ["--exact", "--mu_mix", "0,0.5", "--seeds", "3", "--methods", "copg,md",
+                      *BANDIT_TINY],
+        "seed_2_32": ["--seed", str(2**32), "--methods", "copg", *BANDIT_TINY],
+        "beta_1e300": ["--beta", "1e300", "--methods", "copg", *BANDIT_TINY],
+    })
+    mdp = run_jobs("experiments.tabular_mdp", base, {
+        "pmd_beta2": ["--env", "chain", "--num_states", "3", "--instances", "1", "--methods",
+                      "pmd", "--fixed_points=pmd", "--exact", "--beta", "2", *MDP_TINY],
+        "pmd_eta1": ["--env", "chain", "--num_states", "3", "--methods", "pmd", "--beta", "2",
+                     "--eta", "1", *MDP_TINY],
+        "behavior_key": ["--mdp", str(base / "behavior.npz"), *MDP_TINY],
+        "holes": ["--mdp", str(base / "holes.npz"), "--methods", "is_pg",
+                  "--fixed_points=none", *MDP_TINY],
+    })
+    return {**bandit, **mdp}
+
+
+def _summary(folder):
+    text = (folder / rs.SUMMARY).read_text()
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+
+
+@pytest.mark.parametrize("name,message", [
+    ("seed_2_32", f"error: seed: must lie in [0, 2**32 - 1 = {2**32 - 1}]"),
+    ("beta_1e300", "error: beta: 1e+300 is outside the range of the compute dtype float32"),
+    ("pmd_eta1", "error: eta: pmd needs 0 < eta·beta <= 1"),
+    ("behavior_key", "error: --mdp: "),
+])
+def test_cli_refuses_with_one_line(cli, name, message):
+    code, err, out = cli[name]
+    assert code == 2, err[-2000:]
+    assert "Traceback" not in err and err.strip().startswith(message), err[-2000:]
+    assert not (out / rs.SUMMARY).exists()
+    if name == "behavior_key":
+        assert "unknown array(s) ['behavior']" in err
+
+
+def test_cli_mu_mix_exact_has_no_pooled_interval(cli):
+    """Exact mode and two distinct problems: no interval over both, and each instance's is
+    zero-width whatever --seeds (deterministic runs); figures one per instance."""
+    code, err, out = cli["mix_exact"]
+    assert code == 0, err[-3000:]
+    s = _summary(out)["grid"][0]["methods"]
+    for m in ("copg", "md"):
+        assert s[m]["final_regret_ci95"] is None
+        assert s[m]["ci_over"].startswith("none: deterministic")
+        for (lo, hi), mean in zip(s[m]["final_regret_ci95_by_instance"],
+                                  s[m]["final_regret_by_instance"], strict=True):
+            assert lo == hi == mean
+    assert (out / "regret_mix0.png").is_file() and (out / "regret_mix1.png").is_file()
+    assert not (out / "regret.png").exists()
+
+
+def test_cli_pmd_default_step_is_stable(cli):
+    """--beta 2 without --eta: η = 1/β = 0.5 (ηβ = 1, soft policy iteration: exact after
+    H = 3 iterations, so the final regret is 0 up to float32 rounding)."""
+    code, err, out = cli["pmd_beta2"]
+    assert code == 0, err[-3000:]
+    s = _summary(out)["grid"][0]
+    assert s["hparams"]["eta"] == 0.5
+    assert 0 <= s["methods"]["pmd"]["final_regret_mean"] < 1e-5
+
+
+def test_cli_reports_coverage_and_claims_no_pi_star(cli):
+    code, err, out = cli["holes"]
+    assert code == 0, err[-3000:]
+    summary = _summary(out)
+    cov = summary["behaviour_coverage"]
+    assert not cov["covered"] and [0, 0, 1] in cov["uncovered"]
+    st = summary["grid"][0]["methods"]["is_pg"]
+    assert "fixed_point_regret" not in st and "fixed_point_not_claimed" in st

@@ -60,6 +60,7 @@ __all__ = [
     "regularized_return",
     "discount_weights",
     "time_indexed",
+    "behaviour_coverage",
     "load_mdp",
     "save_mdp",
 ]
@@ -475,6 +476,35 @@ _REQUIRED = ("T", "r", "rho0", "horizon")
 _OPTIONAL = ("ref_policy", "behaviour", "discount")
 
 
+def behaviour_coverage(mdp: TabularMDP, max_listed: int = 20) -> dict:
+    """Where the behaviour data can never be: ``(t, s, a)`` that a full-support policy
+    (π_ref, or π*, both > 0 everywhere) reaches, ``P_π(s_t = s, a_t = a) > 0``, but the
+    behaviour never draws, ``P_μ(s_t = s, a_t = a) = 0``. Exact (boolean reachability:
+    ``R_0 = {ρ0 > 0}``, ``R_{t+1} = {s' : T[s, a, s'] > 0, s ∈ R_t, a allowed}``, with
+    every action allowed for π and those with ``μ_t(a|s) > 0`` for μ), so no underflow.
+    Importance-sampled estimators are unbiased for π only on covered trajectories.
+
+    Returns:
+      ``{"covered": bool, "num_uncovered": int, "uncovered_fraction": float (of the
+      reachable (t, s, a)), "uncovered": [[t, s, a], ...] (at most max_listed)}``.
+    """
+    T = np.asarray(mdp.T) > 0
+    mu = np.asarray(mdp.behaviour) > 0
+    mu = np.broadcast_to(mu, (mdp.horizon,) + mu.shape[-2:])
+    full = mu_reach = np.asarray(mdp.rho0) > 0
+    uncovered, reachable = [], 0
+    for t in range(mdp.horizon):
+        drawn = mu_reach[:, None] & mu[t]  # [S, A]
+        missing = np.argwhere(full[:, None] & ~drawn)
+        uncovered += [[t, int(s), int(a)] for s, a in missing]
+        reachable += int(full.sum()) * mu.shape[-1]
+        full = np.any(T[full], axis=(0, 1))
+        mu_reach = np.any(T[drawn], axis=0)
+    return {"covered": not uncovered, "num_uncovered": len(uncovered),
+            "uncovered_fraction": len(uncovered) / reachable,
+            "uncovered": uncovered[:max_listed]}
+
+
 def save_mdp(path: str | os.PathLike, mdp: TabularMDP) -> None:
     """Writes ``mdp`` (unbatched) to ``.npz`` in the format :func:`load_mdp` reads."""
     np.savez(
@@ -493,8 +523,9 @@ def load_mdp(path: str | os.PathLike) -> TabularMDP:
     """Reads a :class:`TabularMDP` from ``.npz`` (``np.load(path, allow_pickle=False)``).
 
     Required arrays: ``T [S,A,S]``, ``r [S,A]``, ``rho0 [S]``, ``horizon`` (integer scalar).
-    Optional: ``ref_policy [S,A]``, ``behaviour [S,A]``, ``discount`` (scalar). Everything is
-    validated by :func:`make_mdp`.
+    Optional: ``ref_policy [S,A]``, ``behaviour [S,A]``, ``discount`` (scalar). Any other
+    array is refused (a misspelling such as ``behavior`` or ``gamma`` must not be silently
+    ignored). Everything is validated by :func:`make_mdp`.
 
     Raises:
       ValueError: ``mdp: ...`` for an unreadable/empty file or missing arrays; the array's
@@ -512,6 +543,12 @@ def load_mdp(path: str | os.PathLike) -> TabularMDP:
         if missing:
             raise ValueError(
                 f"mdp: {os.fspath(path)!r} is missing array(s) {missing}; found {sorted(names)}"
+            )
+        unknown = sorted(names - set(_REQUIRED + _OPTIONAL))
+        if unknown:  # e.g. a misspelled "behavior" or "gamma" would silently be ignored
+            raise ValueError(
+                f"mdp: {os.fspath(path)!r} has unknown array(s) {unknown}; known: required "
+                f"{list(_REQUIRED)}, optional {list(_OPTIONAL)}"
             )
         arrays = {}
         for n in _REQUIRED + _OPTIONAL:

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from copg_jax.envs.bandit import Bandit, sample_rewards
 from copg_jax.exact import bandit as eb
-from copg_jax.exact.common import kl, kl_log_q
+from copg_jax.exact.common import kl, kl_logits
 from copg_jax.kinds.base import ProblemKind
 
 
@@ -25,7 +25,9 @@ def _target(problem: Bandit, hp) -> dict:
 def _metrics(problem: Bandit, logits, avg_probs, hp, target) -> dict:
     probs = jax.nn.softmax(logits)
     beta = hp["beta"]
-    kl_opt = kl_log_q(probs, target["log_probs"])  # finite where π* underflows to 0
+    # From logits: accurate near π* (float32 at large β) and finite where π* underflows.
+    d = (logits - jnp.log(problem.ref_probs)) - problem.rewards / beta  # θ − ln π* + c
+    kl_opt = kl_logits(logits, target["log_probs"], d)
     return {
         "regret": beta * kl_opt,
         "kl_to_ref": kl(probs, problem.ref_probs),

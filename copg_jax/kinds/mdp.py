@@ -20,8 +20,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from copg_jax.envs.mdp import TabularMDP, sample_trajectories, time_indexed
+from copg_jax.envs.mdp import TabularMDP, discount_weights, sample_trajectories, time_indexed
 from copg_jax.exact import mdp as em
+from copg_jax.exact.common import kl_logits
 from copg_jax.kinds.base import ProblemKind
 
 Array = jax.Array
@@ -39,13 +40,26 @@ def _init_logits(problem: TabularMDP) -> Array:
 
 def _target(problem: TabularMDP, hp) -> dict:
     sol = em.soft_optimal(problem, hp["beta"])
-    return {"log_policy": sol.log_policy, "value": sol.J}
+    return {"log_policy": sol.log_policy, "value": sol.J, "Q_over_beta": sol.Q / hp["beta"]}
+
+
+def regret_from_logits(problem: TabularMDP, logits: Array, occupancy: Array, beta,
+                       target: dict) -> Array:
+    """``J(π*) − J(π) = β Σ_t γ^t Σ_s d^π_t(s) KL(π_t(·|s) ‖ π*_t(·|s))`` (soft performance
+    difference), ≥ 0 by construction and accurate near π* (:func:`kl_logits` with
+    ``d = (θ − ln π_ref) − Q*/β``, since ``ln π* = ln π_ref + Q*/β − V*/β``), unlike the
+    difference ``J(π*) − J(π)`` of two values (cancellation at large β in float32)."""
+    theta = time_indexed(logits, problem.horizon)
+    d = (theta - jnp.log(problem.ref_policy)) - target["Q_over_beta"]
+    kl_star = kl_logits(theta, target["log_policy"], d)  # [H, S]
+    w = discount_weights(problem)
+    return beta * jnp.sum(w * jnp.sum(jnp.sum(occupancy, axis=-1) * kl_star, axis=-1))
 
 
 def _metrics(problem: TabularMDP, logits, avg_probs, hp, target) -> dict:
     ev = em.evaluate_policy(problem, probs(logits), hp["beta"])
     return {
-        "regret": target["value"] - ev.J,
+        "regret": regret_from_logits(problem, logits, ev.occupancy, hp["beta"], target),
         "kl_to_ref": ev.kl,
         "expected_reward": ev.J_reward,
     }
