@@ -23,6 +23,7 @@ once (the runs axis is then processed in slices, each the same compiled program)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import shutil
@@ -47,7 +48,7 @@ from copg_jax import train
 from copg_jax.algos.base import Method, StaticConfig
 from copg_jax.algos.registry import get_method
 from copg_jax.dtypes import as_float
-from copg_jax.validation import check_seed
+from copg_jax.validation import check_memory, check_seed
 
 # (method name, function) -> number of times it was traced. Tests use it to check that
 # the grid size does not cause recompilation.
@@ -95,6 +96,12 @@ class SweepSpec:
     logs_per_chunk: int | None = None
     max_parallel: int | None = None
     pool_instances: bool = False
+
+    def __post_init__(self):
+        self.num_seeds = _as_int("seeds", self.num_seeds)
+        self.seed = _as_int("seed", self.seed)
+        self.max_parallel = _as_int("max_parallel", self.max_parallel, optional=True)
+        self.grid = {k: _as_values(k, v) for k, v in dict(self.grid).items()}
 
     def grid_points(self) -> list[dict[str, float]]:
         names = list(self.grid)
@@ -160,6 +167,10 @@ def validate(spec: SweepSpec) -> list[Method]:
     unknown = set(spec.method_hparams) - set(spec.methods)
     if unknown:
         raise ValueError(f"method_hparams: names methods not in the sweep: {sorted(unknown)}")
+    _check_read(spec, methods)
+    if spec.max_parallel is not None and spec.max_parallel < 1:
+        raise ValueError(f"max_parallel: must be an integer >= 1 (or None for all runs at "
+                         f"once), got {spec.max_parallel!r}")
     for m in methods:
         cfg = method_config(spec, m)
         for point in spec.grid_points():
@@ -167,7 +178,49 @@ def validate(spec: SweepSpec) -> list[Method]:
     return methods
 
 
+def _check_read(spec: SweepSpec, methods: Sequence[Method]) -> None:
+    """A hyperparameter that no method of the sweep reads would only multiply identical
+    runs: refused. (One that some methods read is recorded as ``unused_hparams`` in the
+    summary entries of the others.)"""
+    read = set().union(*(m.hparams for m in methods))
+    for where, names in (("grid", spec.grid), ("hparams", spec.hparams)):
+        unread = sorted(set(names) - read)
+        if unread:
+            raise ValueError(
+                f"{where}: {unread} is read by none of the methods {list(spec.methods)} "
+                f"(they read {sorted(read)}); remove it")
+
+
+def _as_int(name: str, v, *, optional: bool = False) -> int | None:
+    """Python or NumPy integer -> int; a ValueError naming ``name`` otherwise."""
+    if v is None and optional:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | np.integer):
+        raise ValueError(f"{name}: must be an integer, got {v!r} ({type(v).__name__})")
+    return int(v)
+
+
+def _as_values(name: str, values) -> list[float]:
+    """A grid axis as a list; a scalar is refused (``{"beta": 0.5}`` means ``[0.5]``)."""
+    if isinstance(values, str) or np.ndim(values) != 1:
+        raise ValueError(f"grid: {name!r} must be a list of values, got {values!r} "
+                         f"(for one value write [{values!r}])")
+    return list(np.asarray(values).tolist())
+
+
+def _shapes(problem) -> list:
+    return [tuple(np.shape(x)) for x in jax.tree_util.tree_leaves(problem)]
+
+
 def _stack(problems: Sequence[Any]):
+    """Problem instances stacked along a new leading axis; they must share every shape."""
+    first = _shapes(problems[0])
+    for i, p in enumerate(problems[1:], 1):
+        if type(p) is not type(problems[0]) or _shapes(p) != first:
+            raise ValueError(
+                f"problems: instance {i} ({type(p).__name__}, array shapes {_shapes(p)}) "
+                f"differs from instance 0 ({type(problems[0]).__name__}, {first}); the "
+                "instances of one sweep must be of one kind and the same sizes")
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *problems)
 
 
@@ -250,6 +303,10 @@ def run_methods(
     n_slices = int(math.ceil(n / par))
     n_pad = n_slices * par
 
+    per_run = sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(problem_batch))
+    check_memory("max_parallel", per_run / num_instances * par,
+                 f"{par} runs in memory at once, each with its own copy of the problem",
+                 "; set max_parallel (--max_parallel) to fewer runs")
     flat = np.arange(n_pad) % n  # padding repeats early runs; they are dropped
     g_idx, rem = np.divmod(flat, i_n * s_n)
     i_idx, s_idx = np.divmod(rem, s_n)
@@ -473,10 +530,33 @@ def sweep(
     config = {**spec.to_config(), **(dict(extra_config) if extra_config else {}),
               "devices": None}
     config.pop("devices")
-    out_path = Path(out) if out is not None else None
+    # The problems' content, not just where they came from: a changed input file under
+    # the same path is a different experiment (never resumed into the old curves).
+    config["problems_sha256"] = rs.array_digest(problem_batch)
+    out_path = rs.check_out(out) if out is not None else None
+    run = functools.partial(
+        _run, spec, methods, problem_list, problem_batch, config, progress=progress,
+        method_summary=method_summary, summary_extra=summary_extra, check_nans=check_nans,
+        on_start=on_start)
+    if out_path is None:
+        return run(None, "new")
+    state = rs.prepare_folder(out_path, config, resume=resume, overwrite=overwrite)
+    try:
+        return run(out_path, state)
+    finally:
+        rs.unlock_folder(out_path)
+
+
+def _run(spec: SweepSpec, methods: list[Method], problem_list: list, problem_batch,
+         config: dict, out_path: Path | None, state: str, *, progress: bool,
+         method_summary, summary_extra, check_nans: bool, on_start) -> SweepResult:
+    """The sweep proper, into an accepted and locked ``out_path`` (or none). Curves are
+    written before anything that follows the sweep (``method_summary``), whose failures
+    are recorded in ``summary["errors"]`` instead of losing the curves; with
+    ``state == "finished"`` (a resumed finished run) the curves are read back, not rerun.
+    """
     ckpt_dir = None
     if out_path is not None:
-        rs.prepare_folder(out_path, config, resume=resume, overwrite=overwrite)
         ckpt_dir = out_path / rs.CHECKPOINT
         ckpt_dir.mkdir(parents=True, exist_ok=True)
 
@@ -488,9 +568,12 @@ def sweep(
         print(f"[{spec.experiment}] {names}: {len(spec.grid_points())} grid points x "
               f"{len(problem_list)} instances x {spec.num_seeds} seeds on "
               f"{jax.device_count()} device(s)", file=sys.stderr, flush=True)
-    per_method, timing = run_methods(spec, methods, problem_batch, len(problem_list),
-                                     ckpt_dir / "group.npz" if ckpt_dir else None, progress,
-                                     check_nans=check_nans)
+    if state == "finished":
+        per_method, timing = _read_finished(out_path, spec, methods)
+    else:
+        per_method, timing = run_methods(spec, methods, problem_batch, len(problem_list),
+                                         ckpt_dir / "group.npz" if ckpt_dir else None,
+                                         progress, check_nans=check_nans)
     for mn, mm in per_method.items():
         for k, v in mm.items():
             curves[f"{mn}/{k}"] = v
@@ -502,10 +585,11 @@ def sweep(
         for m in methods:
             hp = spec.resolved_hparams(m, point)
             stats: dict[str, Any] = {"mode": timing["modes"][m.name], "hparams": hp}
+            unused = sorted(set(spec.method_point(m.name, point)) - set(m.hparams))
+            if unused:  # this method ignores them: its runs repeat across their values
+                stats["unused_hparams"] = unused
             for k, v in per_method[m.name].items():  # CIs over independent units only
                 stats.update(stats_lib.final_stats(v[gi], k, spec.pool_instances))
-            if method_summary is not None:
-                stats.update(method_summary(m.name, hp))
             entry["methods"][m.name] = stats
         grid_entries.append(entry)
     summary = {
@@ -517,8 +601,55 @@ def sweep(
         "devices": [str(d) for d in jax.devices()],
         **(dict(summary_extra) if summary_extra else {}),
     }
-    if out_path is not None:
+    if out_path is not None:  # the curves first: nothing after the sweep can lose them
         rs.write_npz(out_path / rs.CURVES, curves)
         rs.write_json(out_path / rs.SUMMARY, summary)
         shutil.rmtree(out_path / rs.CHECKPOINT, ignore_errors=True)
+    if method_summary is not None:
+        _add_method_summaries(summary, spec, methods, method_summary)
+        if out_path is not None:
+            rs.write_json(out_path / rs.SUMMARY, summary)
     return SweepResult(summary, curves, out_path)
+
+
+def _add_method_summaries(summary: dict, spec: SweepSpec, methods: Sequence[Method],
+                          method_summary: Callable[[str, dict[str, float]], dict]) -> None:
+    """Merges ``method_summary(method, hparams)`` into each grid entry; a failure is
+    recorded (``<entry>["methods"][m]["summary_error"]`` and ``summary["errors"]``) and
+    reported on stderr, and the other methods still get theirs."""
+    for gi, point in enumerate(spec.grid_points()):
+        for m in methods:
+            hp = spec.resolved_hparams(m, point)
+            stats = summary["grid"][gi]["methods"][m.name]
+            try:
+                stats.update(method_summary(m.name, hp))
+            except Exception as e:  # noqa: BLE001 - recorded and reported, never lost
+                msg = f"{type(e).__name__}: {e}"
+                stats["summary_error"] = msg
+                summary.setdefault("errors", []).append(
+                    {"method": m.name, "hparams": hp, "stage": "method_summary",
+                     "error": msg})
+                print(f"warning: {m.name} at {hp}: {msg}", file=sys.stderr, flush=True)
+
+
+def _read_finished(out: Path, spec: SweepSpec, methods: Sequence[Method]):
+    """``run_methods``' return value, read back from a finished run's ``curves.npz``."""
+    curves = rs.read_npz(out / rs.CURVES)
+    per_method: dict[str, dict[str, np.ndarray]] = {}
+    for key, v in curves.items():
+        if "/" in key:
+            mn, metric = key.split("/", 1)
+            per_method.setdefault(mn, {})[metric] = v
+    missing = [m.name for m in methods if m.name not in per_method]
+    if missing:
+        raise ValueError(f"resume: {str(out / rs.CURVES)!r} has no curves of {missing}; "
+                         "rerun with --overwrite")
+    try:
+        timing = dict(rs.read_json(out / rs.SUMMARY).get("timing", {}))
+    except (OSError, ValueError):
+        timing = {}
+    timing["modes"] = {m.name: method_config(spec, m).mode for m in methods}
+    timing.setdefault("compile_s", 0.0)
+    timing.setdefault("run_s", 0.0)
+    timing["resumed_finished"] = True
+    return per_method, timing

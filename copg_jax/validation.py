@@ -159,3 +159,22 @@ def check_representable(name: str, v, dtype) -> None:
             f"(jax_enable_x64) or choose a value in that range"
         )
 
+
+def available_memory_bytes() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` (None where there is none)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(name: str, nbytes: float, what: str, hint: str = "") -> None:
+    """Refuses (before allocating) what needs more than the memory available now."""
+    avail = available_memory_bytes()
+    if avail is not None and nbytes > avail:
+        raise ValueError(f"{name}: {what} would need {nbytes / 2**30:.3g} GiB, more than the "
+                         f"{avail / 2**30:.3g} GiB of memory available{hint}")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 from absl import app, flags
 
@@ -72,6 +74,17 @@ def parse_positive_int(name: str, value) -> int:
     return int(value)
 
 
+def drop_unread(grid: dict, methods: list[str], kind: str) -> dict:
+    """``grid`` without the axes that none of ``methods`` reads and whose flag the user
+    did not set (defaults such as ``--lr`` for an exact-only method); an explicitly set
+    flag stays, and the sweep refuses it by name."""
+    from copg_jax.algos.registry import get_method
+
+    read = set().union(*(get_method(m, kind).hparams for m in methods))
+    return {k: v for k, v in grid.items()
+            if k in read or (k in FLAGS and FLAGS[k].present)}
+
+
 def enable_compile_cache(folder: str | None) -> None:
     """Turns on JAX's persistent compilation cache in ``folder`` (skipped if empty)."""
     if not folder:
@@ -100,20 +113,80 @@ def set_cpu_devices(n: int) -> None:
     jax.config.update("jax_num_cpu_devices", int(n))
 
 
+def run_after_sweep(summary: dict, out: Path | None,
+                    *steps: tuple[str, Callable[[], None]]) -> None:
+    """Runs the steps that follow a finished sweep (figures, tables), each even if an
+    earlier one failed; a failure is recorded in ``summary["errors"]`` (and
+    ``summary.json``) and reported. The curves are already saved by then."""
+    from copg_jax import results as rs
+
+    for stage, step in steps:
+        try:
+            step()
+        except Exception as e:  # noqa: BLE001 - recorded and reported, never lost
+            if FLAGS.verbose:
+                traceback.print_exc()
+            summary.setdefault("errors", []).append(
+                {"stage": stage, "error": f"{type(e).__name__}: {e}"})
+            print(f"warning: {stage} failed: {type(e).__name__}: {e}", file=sys.stderr)
+    if out is not None and summary.get("errors"):
+        rs.write_json(Path(out) / rs.SUMMARY, summary)
+
+
+def exit_if_errors(summary: dict, out: Path | None) -> None:
+    """Exit code 1 with one ``error:`` line if anything after the sweep failed."""
+    errors = summary.get("errors") or []
+    if not errors:
+        return
+    what = "; ".join(f"{e.get('stage')}{' of ' + e['method'] if 'method' in e else ''}: "
+                     f"{e['error']}" for e in errors[:3])
+    where = f"the curves are saved in {Path(out) / 'curves.npz'}; " if out else ""
+    print(f"error: {len(errors)} step(s) after the sweep failed ({what}); {where}"
+          "fix the cause and rerun with --resume to redo only those steps", file=sys.stderr)
+    sys.exit(1)
+
+
+def _resume_hint() -> str:
+    """The command line that continues an interrupted run of this process."""
+    args = [a for a in sys.argv[1:] if a not in ("--resume", "--noresume")]
+    module = Path(sys.argv[0]).stem
+    prog = f"python -m experiments.{module}" if module != "-c" else "the same command"
+    return " ".join([prog, *map(shlex.quote, args), "--resume"])
+
+
+def _interrupted() -> None:
+    out = FLAGS.out
+    ckpt = Path(out) / "checkpoint" if out else None
+    if ckpt is not None and ckpt.is_dir() and any(ckpt.iterdir()):
+        print(f"interrupted: the last completed chunk is checkpointed in {ckpt}; continue "
+              f"with: {_resume_hint()}", file=sys.stderr)
+    else:
+        print("interrupted before any chunk was checkpointed; nothing to resume",
+              file=sys.stderr)
+    sys.exit(130)
+
+
 def run(main: Callable[[list[str]], None]) -> None:
     """``absl.app.run`` that prints a one-line error (exit code 2) instead of a traceback
-    for bad input; ``--verbose`` shows the traceback."""
+    for bad input or an unusable path; ``--verbose`` shows the traceback. Ctrl-C prints
+    where the checkpoint is and the ``--resume`` command (exit code 130)."""
+    from copg_jax import results as rs
 
     def wrapped(argv):
+        rs.hold_locks_until_exit()  # the figures after the sweep are written locked too
         try:
             set_cpu_devices(FLAGS.cpu_devices)
             enable_compile_cache(FLAGS.compile_cache)
             main(argv)
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, OSError) as e:
             if FLAGS.verbose:
                 traceback.print_exc()
-            print(f"error: {e}", file=sys.stderr)
+            msg = str(e) if not isinstance(e, OSError) or not e.filename else \
+                f"{e.filename}: {e.strerror or e}"
+            print(f"error: {msg}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:
+            _interrupted()
 
     def parse(argv):
         # absl's default parser prints usage and exits 1 on a malformed flag value.

@@ -106,7 +106,7 @@ def build(argv=None):
         experiment="copg_bandit",
         problem_kind="bandit",
         methods=methods,
-        grid=grid,
+        grid=common.drop_unread(grid, methods, "bandit"),
         num_seeds=common.parse_positive_int("seeds", FLAGS.seeds),
         cfg=cfg,
         seed=FLAGS.seed,
@@ -267,11 +267,11 @@ def make_figures(result, problems) -> None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 4.2))
-        lr0 = summary["config"]["grid"]["lr"][0]
+        lr0 = summary["config"]["grid"].get("lr", [None])[0]
         finals: dict = {}
         xs = []
         for entry in grid:
-            if entry["hparams"]["lr"] != lr0 or entry["hparams"].get("eta", None) not in (
+            if entry["hparams"].get("lr") != lr0 or entry["hparams"].get("eta", None) not in (
                 None, summary["config"]["grid"].get("eta", [None])[0]):
                 continue
             xs.append(entry["hparams"]["beta"])
@@ -315,20 +315,23 @@ def main(argv) -> None:
     from copg_jax import results as rs
 
     rs.write_json(result.out / rs.SUMMARY, result.summary)
-    make_figures(result, problems)
+    common.run_after_sweep(result.summary, result.out,
+                           ("figures", lambda: make_figures(result, problems)))
     t = result.summary["timing"]
     print(f"π* = {np.round(targets[0]['pi_star'], 4).tolist()}  J* = {targets[0]['J_star']:.4f}")
     for entry in result.summary["grid"]:
         print("  " + ", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items()))
         for m, s in entry["methods"].items():
             fp = s.get("fixed_point_regret", s.get("fixed_point_regret_by_instance"))
-            fps = ("diverges" if fp is None else f"{fp:.4f}" if isinstance(fp, float)
+            fps = ("failed (see errors)" if "summary_error" in s
+                   else "diverges" if fp is None else f"{fp:.4f}" if isinstance(fp, float)
                    else str([None if x is None else round(x, 4) for x in fp]))
             if not stats.is_finite_run(s, "regret"):  # never a fixed point beside a NaN
                 fps = "not shown (the run is not finite)"
             print(f"    {m:20s} final regret {stats.format_final(s, 'regret')}  "
                   f"fixed-point regret {fps}")
     print(f"compile {t['compile_s']:.1f}s  run {t['run_s']:.1f}s  -> {result.out}")
+    common.exit_if_errors(result.summary, result.out)
 
 
 if __name__ == "__main__":

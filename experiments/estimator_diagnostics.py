@@ -22,11 +22,13 @@ from absl import flags
 from copg_jax import plotting
 from copg_jax import results as rs
 from copg_jax.algos.base import StaticConfig
-from copg_jax.algos.registry import get_method
+from copg_jax.algos.registry import get_method, list_methods
 from copg_jax.diagnostics import estimator_stats
+from copg_jax.dtypes import float_dtype
 from copg_jax.envs import bandit as bandit_env
 from copg_jax.exact import bandit as exact_bandit
 from copg_jax.exact.common import kl
+from copg_jax.validation import check_representable, check_seed
 from experiments import common
 
 BANDIT_METHODS = ("copg,pg,pg_value_baseline,is_pg,is_pg_truncated,is_pg_self_normalized,"
@@ -42,6 +44,8 @@ FLAGS = flags.FLAGS
 
 
 def bandit_table(methods, rewards, beta, mixes, batch_size, num_batches, seed):
+    check_seed("--seed", seed)
+    check_representable("--beta", beta, float_dtype())
     base = bandit_env.make_bandit(rewards)
     pi_star = exact_bandit.optimal_policy(base, beta)
     logits = 0.5 * jnp.log(pi_star)
@@ -77,7 +81,10 @@ def main(argv) -> None:
     del argv
     methods = common.parse_methods(FLAGS.methods)
     for m in methods:
-        get_method(m, "bandit")
+        if get_method(m, "bandit").estimate is None:
+            have = [n for n in list_methods("bandit") if get_method(n, "bandit").estimate]
+            raise ValueError(f"--methods: {m!r} has no sampled estimator (a closed-form "
+                             f"update has no bias or variance to measure); choose from {have}")
     rewards = common.parse_vector("rewards", FLAGS.rewards)
     betas = common.parse_floats("beta", FLAGS.beta)
     if len(betas) != 1 or betas[0] <= 0:
