@@ -142,6 +142,22 @@ def offline_counts(group_methods, group_cfgs, problem, batch):
     return batch_counts.problem_counts(problem, batch)
 
 
+def _lookahead_direction(method, problem, hp, cfg, state, direction, key, offline_batch2):
+    """Extragradient (EGPO Alg. 1): the half step ``θ_{t+½}`` is one step of the configured
+    optimizer along ``direction = g(θ_t; π_t)`` from its current state (the state is not
+    kept; with SGD ``θ_{t+½} = θ_t + lr·g``, as in the paper), then the direction is taken
+    again *at θ_t* on a fresh batch, with the look-ahead logits passed as ``aux``: the
+    method's sampler and ``expected`` draw the opponent from ``π_{t+½}`` (EGPO's code
+    restores θ_t before computing the log-probabilities)."""
+    updates, _ = make_optimizer(cfg).update(-direction, state.opt_state, state.logits)
+    ahead = optax.apply_updates(state.logits, updates)
+    batch = None
+    if cfg.mode == "sampled":
+        batch = _sample_batch(method, problem, hp, cfg, state, ahead, key, offline_batch2)
+    count = _count(method, problem, cfg, batch, offline_batch2, None)
+    return _direction(method, problem, hp, cfg, state.logits, ahead, batch, count)
+
+
 def train_step(method: Method, problem, hp, cfg: StaticConfig, state: TrainState, t,
                offline_batch=None, offline_batch2=None, offline_count=None) -> TrainState:
     """One update at step index ``t`` (an unbatched int32 scalar).
@@ -165,13 +181,8 @@ def train_step(method: Method, problem, hp, cfg: StaticConfig, state: TrainState
         count = _count(method, problem, cfg, batch, offline_batch, offline_count)
         direction = _direction(method, problem, hp, cfg, state.logits, aux, batch, count)
         if method.lookahead:
-            # Extragradient: g(θ + lr·g(θ)) applied from θ, with a fresh batch (EGPO).
-            ahead = state.logits + hp["lr"] * direction
-            if cfg.mode == "sampled":
-                batch = _sample_batch(method, problem, hp, cfg, state.replace(logits=ahead),
-                                      aux, k2, offline_batch2)
-            count = _count(method, problem, cfg, batch, offline_batch2, None)
-            direction = _direction(method, problem, hp, cfg, ahead, aux, batch, count)
+            direction = _lookahead_direction(method, problem, hp, cfg, state, direction,
+                                             k2, offline_batch2)
         updates, opt_state = make_optimizer(cfg).update(-direction, opt_state, state.logits)
         logits = optax.apply_updates(state.logits, updates)
     n = (state.step + 1).astype(logits.dtype)

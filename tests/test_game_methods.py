@@ -3,16 +3,29 @@
 * Every sampled estimator's mean over many independent on-policy batches equals its
   ``expected`` twin (z-score tolerance: 5 standard errors per coordinate plus a 1e-12
   floor), at a random non-uniform policy of a random EGPO game.
-* Exact mode: Nash-MD (last iterate, η_t = 2/(τ(t+2))), OMD (average iterate) and EGPO
-  (last iterate) reach π*_τ on 3 random EGPO games of 10 actions for τ = 0.1; Nash-MD
-  respects NLHF's bound ``KL(π*_τ‖π_T) ≤ 8/(τ²(T+1))``; on non-transitive dice with uniform
-  μ every exact method goes from a random start to the uniform equilibrium.
+* Exact mode is the twin of sampled mode: one SGD step in exact mode equals the
+  expectation of one sampled step, computed by enumerating the whole sample space
+  (actions and Bernoulli outcomes) with probabilities written out here from the papers'
+  definitions, for every game method and both kinds of labels (tolerance 1e-10, float64);
+  for EGPO given the look-ahead batch (its exact mode is the large-batch limit).
+* EGPO's one step is the paper's ``θ_{t+1} = θ_t − lr ∇L(θ_t; π_{t+½})``, checked against a
+  NumPy implementation of the loss with a finite-difference gradient.
+* One exact SGD step of nash_md / omd / egpo is the closed-form step of nash_md_cf /
+  omd_cf / egpo_cf with ``ητ = 4 lr/K`` (Nash-MD: the mixture coupled to the step).
+* Exact mode: the closed forms nash_md_cf (last iterate, η_t = 2/(τ(t+2))), omd_cf (average
+  iterate), egpo_cf and egpo (last iterate) reach π*_τ on 3 random EGPO games of 10 actions
+  for τ = 0.1; nash_md_cf respects NLHF's bound ``KL(π*_τ‖π_T) ≤ 8/(τ²(T+1))``; on
+  non-transitive dice with uniform μ every exact method goes from a random start to the
+  uniform equilibrium.
 * Sampled runs through the training loop reduce the duality gap; bad hparams raise.
 
 float64 throughout (module fixture).
 """
 
 from __future__ import annotations
+
+import dataclasses
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -22,11 +35,11 @@ import pytest
 from copg_jax.algos import game_methods as gm
 from copg_jax.algos.base import StaticConfig
 from copg_jax.algos.registry import get_method, list_methods
-from copg_jax.envs.games import egpo_random, nontransitive_dice
+from copg_jax.envs.games import egpo_random, nontransitive_dice, with_labels
 from copg_jax.exact import games as eg
 from copg_jax.kinds import get_kind
 from copg_jax.kinds.game import GAME, kl_from_logs
-from copg_jax.train import run_single, to_hparams, train
+from copg_jax.train import init_state, run_single, to_hparams, train, train_step
 
 Z_TOL = 5.0
 ABS_FLOOR = 1e-12
@@ -34,6 +47,8 @@ N_BATCHES = 2000
 BATCH = 64
 TAU = 0.1
 METHODS = ("nash_md", "omd", "online_ipo2", "nash_md_pg", "egpo")
+CLOSED_FORMS = ("nash_md_cf", "omd_cf", "egpo_cf")
+ENUM_TOL = 1e-10
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +77,7 @@ def run_batch(name: str, batch, hp, cfg: StaticConfig, seed: int = 0):
 
 
 def test_registry_and_kind():
-    assert set(METHODS) <= set(list_methods("game"))
+    assert set(METHODS) | set(CLOSED_FORMS) <= set(list_methods("game"))
     assert get_kind("game") is GAME and GAME.reg_name == "tau"
     assert get_method("egpo", "game").lookahead
     g = egpo_random(jax.random.PRNGKey(1), 6)
@@ -106,19 +121,19 @@ def assert_mean_matches(est, exact, what=""):
 
 
 @pytest.mark.parametrize("name", METHODS)
-@pytest.mark.parametrize("schedule", ["constant", "nash_md"])
-def test_estimate_mean_equals_expected(name, schedule):
-    if schedule == "nash_md" and name != "nash_md":
-        pytest.skip("the schedule only changes the Nash-MD mixture")
+@pytest.mark.parametrize("ahead", [False, True])
+def test_estimate_mean_equals_expected(name, ahead):
+    """``ahead``: EGPO's second evaluation, with look-ahead logits as aux (the opponent)."""
+    if ahead and name != "egpo":
+        pytest.skip("only EGPO reads look-ahead logits")
     g = egpo_random(jax.random.PRNGKey(3), 5)
     method = get_method(name, "game")
-    cfg = StaticConfig(batch_size=BATCH, eta_schedule=schedule)
-    hp = to_hparams(method, {"tau": 0.2, **({"eta": 3.0} if "eta" in method.hparams else {}),
+    cfg = StaticConfig(batch_size=BATCH)
+    hp = to_hparams(method, {"tau": 0.2, "lr": 0.3,
                              **({"mix": 0.3} if "mix" in method.hparams else {})})
-    logits = jnp.asarray(np.random.default_rng(0).normal(size=5))
-    aux = method.init_aux(None, g, hp, cfg) if method.init_aux else None
-    if method.pre_step is not None:
-        aux = method.pre_step(logits, aux, g, hp, jnp.int32(2), cfg)
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=5))
+    aux = jnp.asarray(rng.normal(size=5)) if ahead else None
 
     def one(key):
         batch = method.sample(key, logits, g, hp, aux, cfg)
@@ -130,20 +145,198 @@ def test_estimate_mean_equals_expected(name, schedule):
     assert_mean_matches(est, exact, name)
 
 
-def test_regression_expected_is_a_closed_form_step():
-    """One step ``θ + lr·expected`` of the regression forms is the closed-form MD step with
-    ``ητ = 4 lr/K`` (OMD: against π; Nash-MD: against the mixture)."""
-    g = egpo_random(jax.random.PRNGKey(4), 6)
-    logits = jnp.asarray(np.random.default_rng(1).normal(size=6))
-    cfg = StaticConfig(mode="exact")
-    for name in ("omd", "nash_md"):
-        method = get_method(name, "game")
-        hp = to_hparams(method, {"tau": 0.5, "eta": 0.3})
-        aux = method.init_aux(None, g, hp, cfg) if method.init_aux else None
-        lr = 0.3 * 0.5 * 6 / 4
-        sgd = jax.nn.log_softmax(logits + lr * method.expected(logits, g, hp, aux, cfg))
-        closed, _ = method.exact_step(logits, aux, g, hp, jnp.int32(0), cfg)
-        np.testing.assert_allclose(sgd, closed, atol=1e-12)
+# ---------------------------------------------------------------------------------------
+# Exact mode = expectation of the sampled step (enumeration of the sample space)
+
+
+def np_softmax(x):
+    e = np.exp(np.asarray(x) - np.max(x))
+    return e / e.sum()
+
+
+def np_mixture(pi, mu, a):
+    """``π^{1−a} μ^a`` normalized (NLHF's geometric mixture)."""
+    return np_softmax((1 - a) * np.log(pi) + a * np.log(mu))
+
+
+def label_outcomes(P, pairs, labels):
+    """All label vectors of the pairs ``[(y, y'), ...]`` with their probabilities:
+    independent Bernoulli(P[y, y']) outcomes, or the probabilities themselves."""
+    p = [P[a, b] for a, b in pairs]
+    if labels == "probability":
+        return [(1.0, np.asarray(p))]
+    out = []
+    for z in itertools.product((0.0, 1.0), repeat=len(pairs)):
+        w = np.prod([pi if zi else 1 - pi for pi, zi in zip(p, z, strict=True)])
+        out.append((w, np.asarray(z)))
+    return out
+
+
+def batch_space(name, P, pi, mu, hp, labels):
+    """Every single-group batch of ``name``'s sampler at policy ``pi`` and its probability,
+    written from the papers' definitions (SPEC §3): regression forms ``y, y'`` uniform and
+    ``y'' ~ ν`` (ν = π for OMD/EGPO, ``π^{1−a}μ^a`` with ``a = 4 lr/K`` for Nash-MD);
+    Online IPO 2 ``y, y' ~ π``; Nash-MD-PG ``y ~ π``, ``y' ~ π^{1−β}μ^β``."""
+    k = len(pi)
+    rows = []
+    if name in ("nash_md", "omd", "egpo"):
+        nu = np_mixture(pi, mu, 4 * hp["lr"] / k) if name == "nash_md" else pi
+        for y, y1, y2 in itertools.product(range(k), repeat=3):
+            for w, z in label_outcomes(P, [(y, y2), (y1, y2)], labels):
+                rows.append((w * nu[y2] / k**2, {"y": [[y, y1]], "y2": [y2], "pref": [z]}))
+    else:
+        opp = pi if name == "online_ipo2" else np_mixture(pi, mu, hp["mix"])
+        for y, y1 in itertools.product(range(k), repeat=2):
+            for w, z in label_outcomes(P, [(y, y1)], labels):
+                rows.append((w * pi[y] * opp[y1], {"y": [[y, y1]], "pref": z}))
+    probs = np.asarray([r[0] for r in rows])
+    assert abs(probs.sum() - 1.0) < 1e-12
+    stacked = {key: jnp.asarray(np.stack([np.asarray(r[1][key]) for r in rows]))
+               for key in rows[0][1]}
+    stacked["y"] = stacked["y"].astype(jnp.int32)
+    if "y2" in stacked:
+        stacked["y2"] = stacked["y2"].astype(jnp.int32)
+    return probs, stacked
+
+
+def one_step(method, g, hp, cfg, logits, first, second=None):
+    """One ``train_step`` whose sampler returns ``first`` (and ``second`` for the
+    look-ahead evaluation, recognized by its look-ahead logits passed as aux)."""
+    def sample(key, lg, game, hp_, aux, cfg_):
+        return first if aux is None else second
+
+    m = dataclasses.replace(method, sample=sample)
+    state = init_state(m, g, hp, cfg, jax.random.PRNGKey(0)).replace(logits=logits)
+    return train_step(m, g, hp, cfg, state, jnp.int32(0)).logits
+
+
+def twin_setup(name, labels, k=3):
+    g = with_labels(egpo_random(jax.random.PRNGKey(11), k), labels)
+    method = get_method(name, "game")
+    hp = to_hparams(method, {"tau": 0.3, "lr": 0.2,
+                             **({"mix": 0.4} if "mix" in method.hparams else {})})
+    logits = jnp.asarray(np.random.default_rng(5).normal(size=k))
+    cfg = StaticConfig(mode="sampled", optimizer="sgd", batch_size=1)
+    return g, method, hp, logits, cfg
+
+
+def exact_step(method, g, hp, cfg, logits):
+    state = init_state(method, g, hp, cfg.replace(mode="exact"), jax.random.PRNGKey(0))
+    state = state.replace(logits=logits)
+    return train_step(method, g, hp, cfg.replace(mode="exact"), state, jnp.int32(0)).logits
+
+
+@pytest.mark.parametrize("labels", ["bernoulli", "probability"])
+@pytest.mark.parametrize("name", ["nash_md", "omd", "online_ipo2", "nash_md_pg"])
+def test_exact_step_is_expected_sampled_step(name, labels):
+    """``E[θ_{t+1}]`` over every batch of one group (the direction is a mean over groups, so
+    one group has the same expectation as any batch size) equals the exact-mode step."""
+    g, method, hp, logits, cfg = twin_setup(name, labels)
+    P, mu = np.asarray(g.P), np.asarray(g.ref_probs)
+    probs, batches = batch_space(name, P, np_softmax(logits), mu,
+                                 {k: float(v) for k, v in hp.items()}, labels)
+    steps = jax.jit(jax.vmap(lambda b: one_step(method, g, hp, cfg, logits, b)))(batches)
+    mean = np.tensordot(probs, np.asarray(steps), axes=1)
+    exact = np.asarray(exact_step(method, g, hp, cfg, logits))
+    assert np.max(np.abs(exact - np.asarray(logits))) > 1e-2  # a real step
+    np.testing.assert_allclose(mean, exact, atol=ENUM_TOL)
+
+
+def np_regression_step(logits, mu, lr, tau, batch):
+    """θ + lr·(−∇ of (h(y) − h(y') − (z − z')/τ)²) for one group (plain NumPy)."""
+    h = np.log(np_softmax(logits)) - np.log(mu)
+    (y, y1), (z, z1) = np.asarray(batch["y"])[0], np.asarray(batch["pref"])[0]
+    r = h[y] - h[y1] - (z - z1) / tau
+    d = np.zeros(len(h))
+    d[y] -= 2 * r
+    d[y1] += 2 * r
+    return np.asarray(logits) + lr * d
+
+
+@pytest.mark.parametrize("labels", ["bernoulli", "probability"])
+def test_egpo_exact_step_is_large_batch_limit_of_sampled(labels):
+    """EGPO's full step is linear in its second batch, not in the first (π_{t+½} depends
+    on it through a softmax). Enumerating both batches: (a) given the first batch,
+    ``E[θ_{t+1} | b1] = θ_t + lr·expected(θ_t; π_{t+½}(b1))``; (b) ``E[θ_{t+½}]`` is the
+    exact half step; (c) the exact-mode step is ``θ_t + lr·expected(θ_t; π_{t+½}(E b1))``.
+    The remaining difference ``E[θ_{t+1}] − exact`` is O(lr²·Var/B), reported, not zero."""
+    g, method, hp, logits, cfg = twin_setup("egpo", labels)
+    P, mu = np.asarray(g.P), np.asarray(g.ref_probs)
+    lr, tau = float(hp["lr"]), float(hp["tau"])
+    h = {k: float(v) for k, v in hp.items()}
+    p1, b1s = batch_space("egpo", P, np_softmax(logits), mu, h, labels)
+    aheads, cond = [], []
+    for i in range(len(p1)):
+        b1 = {k: v[i] for k, v in b1s.items()}
+        ahead = np_regression_step(logits, mu, lr, tau, b1)
+        p2, b2s = batch_space("egpo", P, np_softmax(ahead), mu, h, labels)
+        steps = jax.vmap(lambda b2, b1=b1: one_step(method, g, hp, cfg, logits, b1, b2))(b2s)
+        cond.append(np.tensordot(p2, np.asarray(steps), axes=1))
+        aheads.append(ahead)
+        want = logits + lr * method.expected(logits, g, hp, jnp.asarray(ahead), cfg)
+        np.testing.assert_allclose(cond[-1], want, atol=ENUM_TOL)  # (a)
+    mean_ahead = np.tensordot(p1, np.asarray(aheads), axes=1)
+    half = logits + lr * method.expected(logits, g, hp, None, cfg)
+    np.testing.assert_allclose(mean_ahead, half, atol=ENUM_TOL)  # (b)
+    exact = np.asarray(exact_step(method, g, hp, cfg, logits))
+    want = logits + lr * method.expected(logits, g, hp, jnp.asarray(half), cfg)
+    np.testing.assert_allclose(exact, want, atol=ENUM_TOL)  # (c)
+    gap = np.abs(np.tensordot(p1, np.asarray(cond), axes=1) - exact).max()
+    assert gap < 0.1 * np.abs(exact - np.asarray(logits)).max(), gap
+
+
+def np_egpo_paper_step(logits, P, mu, tau, lr, fd=1e-6):
+    """EGPO's tabular step from its loss (EGPO §4, authors' simulations):
+    ``L(θ; ν) = (1/K²) Σ_{y,y'} (h_θ(y) − h_θ(y') − ((Pν)(y) − (Pν)(y'))/τ)²``,
+    ``θ_{t+½} = θ_t − lr ∇L(θ_t; π_t)``, ``θ_{t+1} = θ_t − lr ∇L(θ_t; π_{t+½})``;
+    gradients by central finite differences (independent of the library's algebra)."""
+    def loss(th, nu):
+        h = np.log(np_softmax(th)) - np.log(mu)
+        s = h - P @ nu / tau
+        return np.mean((s[:, None] - s[None, :]) ** 2)
+
+    def grad(th, nu):
+        e = np.eye(len(th)) * fd
+        return np.asarray([(loss(th + d, nu) - loss(th - d, nu)) / (2 * fd) for d in e])
+
+    th = np.asarray(logits, np.float64)
+    half = th - lr * grad(th, np_softmax(th))
+    return th - lr * grad(th, np_softmax(half)), half
+
+
+def test_egpo_one_step_is_papers_form():
+    """The issue's setting (K = 4, τ = 0.1, lr = 0.5): the exact-mode step and the mean of
+    the sampled step (enumerated) agree with the paper's form computed in NumPy, and not
+    with the gradient taken at the look-ahead point."""
+    k, tau, lr = 4, 0.1, 0.5
+    g = egpo_random(jax.random.PRNGKey(1), k)
+    method = get_method("egpo", "game")
+    hp = to_hparams(method, {"tau": tau, "lr": lr})
+    logits = jnp.asarray(np.random.default_rng(0).normal(size=k))
+    cfg = StaticConfig(mode="exact", optimizer="sgd")
+    want, half = np_egpo_paper_step(logits, np.asarray(g.P), np.asarray(g.ref_probs), tau, lr)
+    got = np.asarray(exact_step(method, g, hp, cfg, logits))
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    # The other form (gradient at θ_{t+½}) is far from it at these settings.
+    P, mu = np.asarray(g.P), np.asarray(g.ref_probs)
+    s = np.log(np_softmax(half)) - np.log(mu) - P @ np_softmax(half) / tau
+    at_half = np.asarray(logits) - lr * (4 / k) * (s - s.mean())
+    assert np.abs(at_half - want).max() > 0.1
+
+
+@pytest.mark.parametrize("name", ["omd", "nash_md", "egpo"])
+def test_exact_sgd_step_is_closed_form_step(name):
+    """One exact SGD step of the regression forms is the closed-form step of the ``_cf``
+    method with ``ητ = 4 lr/K`` (Nash-MD: the mixture ``π^{1−ητ}μ^{ητ}`` coupled to it)."""
+    k, tau, lr = 6, 0.5, 0.3
+    g = egpo_random(jax.random.PRNGKey(4), k)
+    logits = jnp.asarray(np.random.default_rng(1).normal(size=k))
+    method, cf = get_method(name, "game"), get_method(name + "_cf", "game")
+    cfg = StaticConfig(mode="exact", optimizer="sgd")
+    sgd = exact_step(method, g, to_hparams(method, {"tau": tau, "lr": lr}), cfg, logits)
+    closed, _ = cf.exact_step(logits, None, g, to_hparams(cf, {"tau": tau,
+                              "eta": 4 * lr / (k * tau)}), jnp.int32(0), cfg)
+    np.testing.assert_allclose(jax.nn.log_softmax(sgd), closed, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------
@@ -153,14 +346,15 @@ def test_regression_expected_is_a_closed_form_step():
 @pytest.mark.parametrize(
     "name,hp,schedule,steps,metric",
     [
-        ("nash_md", {"eta": 1.0}, "nash_md", 10_000, "kl_to_nash"),  # last iterate
-        ("omd", {"eta": 1.0}, "constant", 20_000, "gap_avg"),  # average iterate
-        ("egpo", {"eta": 2.0}, "constant", 2_000, "gap"),  # last iterate
+        ("nash_md_cf", {"eta": 1.0}, "nash_md", 10_000, "kl_to_nash"),  # last iterate
+        ("omd_cf", {"eta": 1.0}, "constant", 20_000, "gap_avg"),  # average iterate
+        ("egpo_cf", {"eta": 2.0}, "constant", 2_000, "gap"),  # last iterate
+        ("egpo", {"lr": 0.1}, "constant", 2_000, "gap"),  # last iterate, SGD
     ],
 )
 def test_exact_reaches_equilibrium(name, hp, schedule, steps, metric):
     cfg = StaticConfig(mode="exact", num_steps=steps, log_every=steps // 4,
-                       eta_schedule=schedule)
+                       eta_schedule=schedule, optimizer="sgd")
     m = run_batch(name, games(3), {"tau": TAU, **hp}, cfg)
     final = m[metric][:, -1]
     assert np.all(final < 1e-6), f"{name}: final {metric} = {final}"
@@ -172,7 +366,7 @@ def test_nash_md_last_iterate_bound(tau):
     """NLHF Thm. 1: with η_t = 2/(τ(t+2)), ``KL(π*_τ‖π_T) ≤ 8/(τ²(T+1))`` for every T."""
     steps = 1000
     cfg = StaticConfig(mode="exact", num_steps=steps, log_every=1, eta_schedule="nash_md")
-    m = run_batch("nash_md", games(3, seed=5), {"tau": tau}, cfg)
+    m = run_batch("nash_md_cf", games(3, seed=5), {"tau": tau}, cfg)
     t = np.arange(steps + 1)
     kl = m["kl_to_nash"][:, 1:]
     bound = 8.0 / (tau**2 * (t[1:] + 1))
@@ -181,30 +375,24 @@ def test_nash_md_last_iterate_bound(tau):
 
 
 def dice_run(name: str, steps: int, hp, logits0):
-    """Exact mode from ``logits0`` on dice with uniform μ: ``exact_step`` when the method has
-    one, else gradient ascent ``θ ← θ + lr·expected``."""
+    """Exact mode (plain SGD for the gradient methods) from ``logits0`` on dice with
+    uniform μ, through the training loop."""
     g = nontransitive_dice()
     method = get_method(name, "game")
     hp = to_hparams(method, hp)
-    cfg = StaticConfig(mode="exact")
-    aux = method.init_aux(None, g, hp, cfg) if method.init_aux else None
+    cfg = StaticConfig(mode="exact", optimizer="sgd")
+    state = init_state(method, g, hp, cfg, jax.random.PRNGKey(0)).replace(logits=logits0)
 
-    def body(carry, t):
-        logits, aux = carry
-        if method.pre_step is not None:
-            aux = method.pre_step(logits, aux, g, hp, t, cfg)
-        if method.exact_step is not None:
-            logits, aux = method.exact_step(logits, aux, g, hp, t, cfg)
-        else:
-            logits = logits + hp["lr"] * method.expected(logits, g, hp, aux, cfg)
-        return (logits, aux), None
+    def body(st, t):
+        return train_step(method, g, hp, cfg, st, t), None
 
-    (logits, _), _ = jax.jit(lambda x: jax.lax.scan(body, (x, aux), jnp.arange(steps)))(logits0)
-    return g, jax.nn.softmax(logits)
+    state, _ = jax.jit(lambda s: jax.lax.scan(body, s, jnp.arange(steps)))(state)
+    return g, jax.nn.softmax(state.logits)
 
 
 @pytest.mark.parametrize("name,hp", [
-    ("nash_md", {"eta": 1.0}), ("omd", {"eta": 1.0}), ("egpo", {"eta": 2.0}),
+    ("nash_md_cf", {"eta": 1.0}), ("omd_cf", {"eta": 1.0}), ("egpo_cf", {"eta": 2.0}),
+    ("nash_md", {"lr": 0.5}), ("omd", {"lr": 0.5}), ("egpo", {"lr": 0.5}),
     ("online_ipo2", {"lr": 0.5}), ("nash_md_pg", {"lr": 20.0, "mix": 0.125}),
 ])
 def test_dice_uniform_equilibrium(name, hp):
@@ -226,8 +414,6 @@ def test_sampled_training_reduces_gap(name, lr):
     cfg = StaticConfig(mode="sampled", optimizer="sgd", batch_size=100, num_steps=400,
                        log_every=100, eta_schedule="constant")
     hp = {"tau": TAU, "lr": lr}
-    if name == "nash_md":
-        hp["eta"] = 0.5
     if name == "nash_md_pg":
         hp["mix"] = 0.0
     m = run_batch(name, games(2, seed=9), hp, cfg)
@@ -242,7 +428,7 @@ def test_sampled_training_reduces_gap(name, lr):
 @pytest.mark.parametrize("name,hp,field", [
     ("nash_md", {"tau": 0.0}, "tau"),
     ("egpo", {"tau": -1.0}, "tau"),
-    ("omd", {"eta": 0.0}, "eta"),
+    ("omd_cf", {"eta": 0.0}, "eta"),
     ("nash_md_pg", {"mix": 1.5}, "mix"),
     ("nash_md_pg", {"mix": -0.1}, "mix"),
     ("online_ipo2", {"lr": -1.0}, "lr"),
@@ -259,5 +445,10 @@ def test_exact_only_config_errors():
         get_method("egpo", "game").check_config(StaticConfig(num_samples=3))
     with pytest.raises(ValueError, match="^method:"):
         get_method("nash_md", "bandit")
+    for name in CLOSED_FORMS:  # exact-only: sampled mode refuses them
+        with pytest.raises(ValueError, match="^mode:"):
+            get_method(name, "game").check_config(StaticConfig(mode="sampled"))
+    with pytest.raises(ValueError, match="^lookahead:"):
+        dataclasses.replace(get_method("egpo", "game"), init_aux=lambda *a: None)
     assert gm.step_size({"tau": jnp.asarray(0.5), "eta": jnp.asarray(0.1)}, 2,
                         StaticConfig(eta_schedule="nash_md")) == pytest.approx(1.0)

@@ -192,9 +192,9 @@ def test_md_error_contracts_by_one_minus_eta_beta(eb):
 
 @pytest.mark.parametrize("name,kind,hp", [("md", "bandit", {"beta": 2.0}),
                                           ("pmd", "mdp", {"beta": 2.0}),
-                                          ("nash_md", "game", {"tau": 2.0}),
-                                          ("omd", "game", {"tau": 1.5, "eta": 1.0}),
-                                          ("egpo", "game", {"tau": 0.5, "eta": 3.0})])
+                                          ("nash_md_cf", "game", {"tau": 2.0}),
+                                          ("omd_cf", "game", {"tau": 1.5, "eta": 1.0}),
+                                          ("egpo_cf", "game", {"tau": 0.5, "eta": 3.0})])
 def test_eta_times_strength_above_one_refused(name, kind, hp):
     m = get_method(name, kind)
     resolved = m.resolve_hparams(hp)
@@ -218,10 +218,10 @@ def test_eta_times_strength_one_accepted_and_schedule_exempt():
     exact = StaticConfig(mode="exact")
     for beta in (3.0, 7.0, 0.1, 49.0):
         get_method("pmd", "mdp").check_step({"beta": beta, "eta": 1 / beta}, exact)
-    get_method("nash_md", "game").check_step({"tau": 2.0, "eta": 1.0},
-                                             exact.replace(eta_schedule="nash_md"))
+    get_method("nash_md_cf", "game").check_step({"tau": 2.0, "eta": 1.0},
+                                                exact.replace(eta_schedule="nash_md"))
     assert get_method("md_proximal").step_strength is None  # proximal: stable for any η
-    for name, kind in (("md", "bandit"), ("pmd", "mdp"), ("nash_md", "game")):
+    for name, kind in (("md", "bandit"), ("pmd", "mdp"), ("nash_md_cf", "game")):
         m = get_method(name, kind)
         m.check_step(m.resolve_hparams({}), exact)  # library defaults lie inside the range
 

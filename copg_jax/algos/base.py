@@ -143,8 +143,10 @@ class Method:
         default ``None``.
       pre_step(logits, aux, problem, hp, t, cfg) -> aux: called before every update
         (e.g. MDPO refreshes its anchor policy π_k every ``cfg.inner_steps`` updates).
-      lookahead: extragradient: evaluate the direction at a look-ahead point
-        ``θ + lr·g(θ)`` and apply it from ``θ`` (EGPO).
+      lookahead: extragradient (EGPO): a half step ``θ_{t+½}`` of the optimizer along
+        ``g(θ_t)``, then the direction is evaluated again at ``θ_t`` with the look-ahead
+        logits passed as ``aux`` (they supply the opponent) and applied from ``θ_t``
+        (:func:`copg_jax.train.train_step`). Such a method has no aux state of its own.
       num_samples_free: accepts ``cfg.num_samples > 2``.
       step_strength: for a linearized mirror-descent step
         ``ln π_{t+1} = (1 − η s) ln π_t + η s ln π_ref + η·(reward) + c`` (md, pmd, Nash-MD,
@@ -184,6 +186,9 @@ class Method:
             raise ValueError(f"hparams: {self.name} names unknown hyperparameters {unknown}")
         if self.estimate is None and self.exact_step is None and self.expected is None:
             raise ValueError(f"{self.name}: needs estimate, expected or exact_step")
+        if self.lookahead and (self.init_aux is not None or self.pre_step is not None):
+            raise ValueError(f"lookahead: {self.name} receives the look-ahead logits as aux; "
+                             "it cannot also keep aux state (init_aux / pre_step)")
 
     @property
     def has_sampled_mode(self) -> bool:

@@ -8,12 +8,22 @@ References: NLHF = Munos et al., "Nash Learning from Human Feedback", arXiv 2312
 (Nash-MD, Nash-MD-PG); EGPO = Zhou, Fazel, Du, "Extragradient Preference Optimization",
 arXiv 2503.08942 (Online IPO 1 / OMD, Online IPO 2, the sampled regression forms, EGPO).
 
-Closed forms (exact mode) act on logits with step ``η`` = hp ``eta``, or
-``η_t = 2/(τ(t+2))`` when ``cfg.eta_schedule == "nash_md"`` (NLHF Thm. 1). Closed forms
-need ``ητ ≤ 1`` (``1 − ητ`` is the weight of the current policy; with ``ητ > 1`` it is an
-extrapolation). Sampled mode: every estimator returns an *ascent* direction (minus the
-gradient of the method's loss, averaged over the batch); an optax optimizer with hp ``lr``
-applies it. Each ``expected`` is the exact expectation of ``estimate`` (finite sums).
+**Exact mode is the twin of sampled mode.** Every method below has a sampled ``estimate``
+(an *ascent* direction: minus the gradient of the method's loss, averaged over the batch)
+and its exact twin ``expected`` = the expectation of ``estimate`` over the method's own
+sampler (finite sums), at the same hyperparameters; an optax optimizer with hp ``lr``
+applies either. With plain SGD the exact-mode update is therefore the expectation of the
+sampled update (tests/test_game_methods.py checks this by enumeration), except for EGPO,
+whose full step depends on the sampled look-ahead point non-linearly: its exact mode is
+the large-batch limit (the expectation of the full step *given* the look-ahead point,
+with the look-ahead point itself replaced by its expectation).
+
+**Closed forms** (NLHF's Nash-MD, OMD, EGPO's extragradient on logits with step ``η`` =
+hp ``eta``, or ``η_t = 2/(τ(t+2))`` when ``cfg.eta_schedule == "nash_md"``, NLHF Thm. 1)
+are separate, exact-only methods ``nash_md_cf``, ``omd_cf``, ``egpo_cf``. They need
+``ητ ≤ 1`` (``1 − ητ`` is the weight of the current policy). One SGD step of ``nash_md``,
+``omd`` or ``egpo`` in exact mode equals the step of its ``_cf`` twin with
+``ητ = 4 lr/K`` (see below).
 
 **Sampled regression forms** (EGPO): ``y, y'`` i.i.d. uniform, ``y'' ~ ν`` (ν = the Nash-MD
 geometric mixture, or π for OMD), outcomes ``z = 1{y ≻ y''}``, ``z' = 1{y' ≻ y''}`` drawn
@@ -21,12 +31,36 @@ from ``P``; loss ``(h(y) − h(y') − (z − z')/τ)²``, so the direction is
 ``−2 r (e_y − e_{y'})`` with ``r`` the residual (the π parts of the two scores cancel). Its
 expectation is ``−(4/K)(g − ḡ)`` with ``g = h − Pν/τ``: one SGD step of size ``lr`` is
 the closed-form step ``ln π ← (1−ητ) ln π + ητ ln μ + η Pν`` (up to a constant) with
-``ητ = 4 lr/K``, and the unique minimizer is ``π ∝ μ exp(Pν/τ)``.
 
-**Choice (documented):** Online IPO 2 and Nash-MD-PG use *sampled* preference outcomes
-``z ~ Bernoulli(P[y, y'])`` in place of ``P[y, y']``: both directions are linear in the
-label, so the expectation (``expected``) is the same and only the variance grows; this is
-what preference feedback provides in practice.
+    ητ = 4 lr / K        (the effective mirror-descent step of the regression),
+
+and the unique minimizer is ``π ∝ μ exp(Pν/τ)``. Step-size convention: ``lr`` is the SGD
+learning rate on the mean-over-pairs loss, as ``lr`` in EGPO's ``simulations/configs.py``.
+
+**Nash-MD's mixture is coupled to that step:** ``ν = π^{1−a} μ^{a}`` with ``a = 4 lr/K``,
+so that one expected step is exactly NLHF's Nash-MD step with ``η = 4 lr/(Kτ)`` (the same
+``ητ`` in the mixture and in the step). EGPO's code couples them too, with
+``true_lr = 2 lr/(τK)``, i.e. ``a = 2 lr/K``: half of the regression's effective ``ητ``
+under this gradient convention; we keep NLHF's ``a = ητ``.
+
+**Labels.** Outcomes ``z`` are ``sample_preferences`` of the game: Bernoulli draws, or the
+probabilities ``P[y, y'']`` themselves for a game with ``labels="probability"`` (EGPO's
+simulations regress on the probabilities).
+
+**Choice (documented):** with Bernoulli labels (the default), every method uses
+*sampled* preference outcomes ``z ~ Bernoulli(P[y, y'])`` in place of ``P[y, y']``: all
+directions are linear in the label, so the expectation (``expected``) is the same and
+only the variance grows; this is what preference feedback provides in practice.
+
+**EGPO** (EGPO Alg. 1; the authors' extragradient restores θ_t before computing the
+log-probabilities): half step ``θ_{t+½} = θ_t + lr·g(θ_t; π_t)`` on one batch, then
+``θ_{t+1} = θ_t + lr·g(θ_t; π_{t+½})`` on a fresh batch, where ``g(θ; ν)`` is the
+regression direction with log-probabilities at θ and opponent ``y'' ~ ν``: the look-ahead
+policy supplies only the opponent. The training loop passes the look-ahead logits as
+``aux`` of the second evaluation (``lookahead=True``); the half step is one step of the
+configured optimizer from its current state, whose state is not kept (with SGD, as in the
+paper and the authors' code, exactly the half step above; with Adam both steps share
+Adam's current preconditioner, which EGPO does not define).
 
 Batches (on-policy, from each method's ``sample``): ``"y"`` int ``[B, 2]``, ``"y2"`` int
 ``[B]`` (the opponent ``y''`` of the regression forms) and ``"pref"`` float (``[B, 2]``
@@ -82,30 +116,31 @@ def md_logits(log_pi: Array, game: PreferenceGame, eta, tau, opponent: Array) ->
                               + eta * (game.P @ opponent))
 
 
-# ------------------------------------------------------- aux: the current step size η_t
-
-
-def eta_init(key, game: PreferenceGame, hp, cfg):
-    return step_size(hp, 0, cfg)
-
-
-def eta_pre_step(logits, aux, game, hp, t, cfg):
-    """The aux state is ``η_t`` (the Nash-MD mixture of sampled mode depends on it)."""
-    return step_size(hp, t, cfg)
-
-
 # ------------------------------------------------- opponents of the regression forms
 
 
-def nash_md_opponent(logits, game: PreferenceGame, hp, eta) -> Array:
-    """Nash-MD's opponent: the geometric mixture ``π^μ ∝ π^{1−ητ} μ^{ητ}`` (NLHF)."""
-    a = eta * hp["tau"]
+def coupled_mixture(hp, k: int) -> Array:
+    """Nash-MD's mixture coefficient in the regression form: ``a = ητ = 4 lr/K``, the
+    effective mirror-descent step of one SGD step (module doc)."""
+    return 4.0 * hp["lr"] / k
+
+
+def nash_md_opponent(logits, game: PreferenceGame, hp, aux) -> Array:
+    """Nash-MD's opponent: the geometric mixture ``π^μ ∝ π^{1−a} μ^{a}``, ``a = 4 lr/K``
+    (NLHF's ``ητ`` coupled to the regression step, module doc)."""
+    a = coupled_mixture(hp, logits.shape[-1])
     return jnp.exp(geometric_mixture(jax.nn.log_softmax(logits), jnp.log(game.ref_probs), a))
 
 
 def omd_opponent(logits, game: PreferenceGame, hp, aux) -> Array:
-    """OMD / Online IPO 1 / EGPO's opponent: the current policy π."""
+    """OMD / Online IPO 1's opponent: the current policy π."""
     return jax.nn.softmax(logits)
+
+
+def egpo_opponent(logits, game: PreferenceGame, hp, aux) -> Array:
+    """EGPO's opponent: the look-ahead policy ``π_{t+½} = softmax(aux)`` when the training
+    loop passes the look-ahead logits as ``aux``, else (the half step) the current π."""
+    return jax.nn.softmax(logits if aux is None else aux)
 
 
 def regression_sample_with(opponent):
@@ -144,7 +179,7 @@ def regression_expected_with(opponent):
 
 
 def nash_md_step(logits, aux, game: PreferenceGame, hp, t, cfg):
-    """Nash-MD (NLHF, tabular): ``π_t^μ ∝ π_t^{1−ητ} μ^{ητ}``, then
+    """``nash_md_cf``, Nash-MD (NLHF, tabular, closed form): ``π_t^μ ∝ π_t^{1−ητ} μ^{ητ}``, then
     ``ln π_{t+1} = (1−ητ) ln π_t + ητ ln μ + η P(y ≻ π_t^μ) + c``. With
     ``η_t = 2/(τ(t+2))``: ``KL(π*_τ ‖ π_T) ≤ 8/(τ²(T+1))`` (NLHF Thm. 1)."""
     eta, tau = step_size(hp, t, cfg), hp["tau"]
@@ -157,17 +192,19 @@ def nash_md_step(logits, aux, game: PreferenceGame, hp, t, cfg):
 
 
 def omd_step(logits, aux, game: PreferenceGame, hp, t, cfg):
-    """OMD = Online IPO 1 (EGPO): ``ln π_{t+1} = (1−ητ) ln π_t + ητ ln μ + η P(y ≻ π_t)
-    + c``. Its fixed point is ``π*_τ``; guarantees are for the average iterate."""
+    """``omd_cf``, OMD = Online IPO 1 (EGPO), closed form:
+    ``ln π_{t+1} = (1−ητ) ln π_t + ητ ln μ + η P(y ≻ π_t) + c``.
+    Its fixed point is ``π*_τ``; guarantees are for the average iterate."""
     eta = step_size(hp, t, cfg)
     log_pi = jax.nn.log_softmax(logits)
     return md_logits(log_pi, game, eta, hp["tau"], jnp.exp(log_pi)), aux
 
 
 def egpo_step(logits, aux, game: PreferenceGame, hp, t, cfg):
-    """EGPO (EGPO Alg. 1, tabular; extragradient of Cen et al. 2021), in log space:
-    look-ahead ``ln π_{t+½} = (1−ητ) ln π_t + ητ ln μ + η P(y ≻ π_t) + c``, then from the
-    current point ``ln π_{t+1} = (1−ητ) ln π_t + ητ ln μ + η P(y ≻ π_{t+½}) + c``.
+    """``egpo_cf``, EGPO (EGPO Alg. 1, tabular, closed form; extragradient of Cen et al.
+    2021), in log space: look-ahead
+    ``ln π_{t+½} = (1−ητ) ln π_t + ητ ln μ + η P(y ≻ π_t) + c``, then from the current point
+    ``ln π_{t+1} = (1−ητ) ln π_t + ητ ln μ + η P(y ≻ π_{t+½}) + c``.
     Linear last-iterate convergence to ``π*_τ`` for ``η`` small enough (of order
     ``1/(τ + ‖P − ½11ᵀ‖)``); its fixed point is ``π*_τ`` for every ``η``."""
     eta, tau = step_size(hp, t, cfg), hp["tau"]
@@ -238,21 +275,20 @@ def nash_md_pg_expected(logits, game: PreferenceGame, hp, aux, cfg) -> Array:
 # --------------------------------------------------------------------------- registry
 
 
-_CF = {"tau": 0.1, "eta": 1.0, "lr": 0.1}  # eta: closed-form step; lr: sampled optimizer
-_LR = {"tau": 0.1, "lr": 0.1}
+_LR = {"tau": 0.1, "lr": 0.1}  # lr: the optimizer's learning rate (exact and sampled)
+_CF = {"tau": 0.1, "eta": 1.0}  # eta: the closed-form step (exact-only methods)
 
 register(Method(
-    "nash_md", "game", _CF,
-    "Nash-MD (NLHF): MD against the mixture π^{1−ητ}μ^{ητ}; sampled: EGPO regression form.",
-    on_policy=True, exact_step=nash_md_step,
-    estimate=regression_estimate, expected=regression_expected_with(nash_md_opponent),
-    sample=regression_sample_with(nash_md_opponent), init_aux=eta_init, pre_step=eta_pre_step,
-    step_strength="tau"))
+    "nash_md", "game", _LR,
+    "Nash-MD (NLHF) as EGPO's regression, y'' ~ π^{1−a}μ^a with a = 4 lr/K.",
+    on_policy=True, estimate=regression_estimate,
+    expected=regression_expected_with(nash_md_opponent),
+    sample=regression_sample_with(nash_md_opponent)))
 register(Method(
-    "omd", "game", _CF,
-    "OMD / Online IPO 1 (EGPO): MD against π; sampled: EGPO regression form with y'' ~ π.",
-    on_policy=True, exact_step=omd_step, step_strength="tau",
-    estimate=regression_estimate, expected=regression_expected_with(omd_opponent),
+    "omd", "game", _LR,
+    "OMD / Online IPO 1 (EGPO) as EGPO's regression form with y'' ~ π.",
+    on_policy=True, estimate=regression_estimate,
+    expected=regression_expected_with(omd_opponent),
     sample=regression_sample_with(omd_opponent)))
 register(Method(
     "online_ipo2", "game", _LR,
@@ -265,8 +301,20 @@ register(Method(
     on_policy=True, estimate=nash_md_pg_estimate, expected=nash_md_pg_expected,
     sample=nash_md_pg_sample))
 register(Method(
-    "egpo", "game", _CF,
-    "EGPO: extragradient Online IPO (look-ahead step, then step from π_t).",
-    on_policy=True, exact_step=egpo_step, lookahead=True, step_strength="tau",
-    estimate=regression_estimate, expected=regression_expected_with(omd_opponent),
-    sample=regression_sample_with(omd_opponent)))
+    "egpo", "game", _LR,
+    "EGPO: half step to θ_{t+½}, then θ_t + lr·g(θ_t; y'' ~ π_{t+½}) (regression form).",
+    on_policy=True, lookahead=True, estimate=regression_estimate,
+    expected=regression_expected_with(egpo_opponent),
+    sample=regression_sample_with(egpo_opponent)))
+register(Method(
+    "nash_md_cf", "game", _CF,
+    "Nash-MD (NLHF), closed form with step η (or η_t = 2/(τ(t+2))); exact only.",
+    exact_step=nash_md_step, step_strength="tau"))
+register(Method(
+    "omd_cf", "game", _CF,
+    "OMD / Online IPO 1 (EGPO), closed form with step η; exact only.",
+    exact_step=omd_step, step_strength="tau"))
+register(Method(
+    "egpo_cf", "game", _CF,
+    "EGPO (EGPO Alg. 1), closed-form extragradient with step η; exact only.",
+    exact_step=egpo_step, step_strength="tau"))

@@ -42,10 +42,19 @@ DICE_FACES = np.array(
 )
 
 
+#: Kinds of preference feedback (``PreferenceGame.labels``).
+LABELS = ("bernoulli", "probability")
+
+
 @struct.dataclass
 class PreferenceGame:
+    """``labels`` (static): the feedback a sampled method receives for a pair ``(y, y')``:
+    a Bernoulli outcome ``1{y ≻ y'}`` (default) or the probability ``P[y, y']`` itself
+    (EGPO's simulations); see :func:`sample_preferences`."""
+
     P: jax.Array  # [K, K] preference matrix, P[y, y'] = P(y ≻ y')
     ref_probs: jax.Array  # [K] reference policy μ (full support)
+    labels: str = struct.field(pytree_node=False, default="bernoulli")
 
     @property
     def num_actions(self) -> int:
@@ -197,12 +206,22 @@ def egpo_random(key: jax.Array, K: int, ref_scale: float = 1.0) -> PreferenceGam
     return PreferenceGame(P=P, ref_probs=jax.nn.softmax(logits))
 
 
+def with_labels(game: PreferenceGame, labels: str) -> PreferenceGame:
+    """``game`` with another kind of feedback (``"bernoulli"`` or ``"probability"``)."""
+    v.check_choice("labels", labels, LABELS)
+    return game.replace(labels=labels)
+
+
 def sample_preferences(key: jax.Array, game: PreferenceGame, y, y2) -> jax.Array:
-    """Bernoulli preference labels: 1.0 where ``y ≻ y2`` (probability ``P[y, y2]``), else 0.
+    """Preference labels of the pairs ``(y, y2)``: Bernoulli outcomes, 1.0 where ``y ≻ y2``
+    (probability ``P[y, y2]``) else 0; or, for ``game.labels == "probability"``, the
+    probabilities ``P[y, y2]`` themselves (same mean, no label noise; ``key`` unused).
 
     ``y`` and ``y2`` are integer action arrays of broadcastable (any) shape.
     """
     p = game.P[jnp.asarray(y), jnp.asarray(y2)]
+    if game.labels == "probability":
+        return p
     return jax.random.bernoulli(key, p).astype(game.P.dtype)
 
 
