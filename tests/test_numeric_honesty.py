@@ -532,7 +532,10 @@ def cli(tmp_path_factory):
         "holes": ["--mdp", str(base / "holes.npz"), "--methods", "is_pg",
                   "--fixed_points=none", *MDP_TINY],
     })
-    return {**bandit, **mdp}
+    diag = run_jobs("experiments.estimator_diagnostics", base, {
+        "diag_seed": ["--seed", str(2**32 + 1), "--methods", "copg", "--compile_cache", ""],
+    })
+    return {**bandit, **mdp, **diag}
 
 
 def _summary(folder):
@@ -542,6 +545,7 @@ def _summary(folder):
 
 @pytest.mark.parametrize("name,message", [
     ("seed_2_32", f"error: seed: must lie in [0, 2**32 - 1 = {2**32 - 1}]"),
+    ("diag_seed", f"error: --seed: must lie in [0, 2**32 - 1 = {2**32 - 1}]"),
     ("beta_1e300", "error: beta: 1e+300 is outside the range of the compute dtype float32"),
     ("pmd_eta1", "error: eta: pmd needs 0 < eta·beta <= 1"),
     ("behavior_key", "error: --mdp: "),
