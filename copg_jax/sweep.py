@@ -167,7 +167,6 @@ def validate(spec: SweepSpec) -> list[Method]:
     unknown = set(spec.method_hparams) - set(spec.methods)
     if unknown:
         raise ValueError(f"method_hparams: names methods not in the sweep: {sorted(unknown)}")
-    _check_read(spec, methods)
     if spec.max_parallel is not None and spec.max_parallel < 1:
         raise ValueError(f"max_parallel: must be an integer >= 1 (or None for all runs at "
                          f"once), got {spec.max_parallel!r}")
@@ -175,6 +174,7 @@ def validate(spec: SweepSpec) -> list[Method]:
         cfg = method_config(spec, m)
         for point in spec.grid_points():
             m.check_step(m.resolve_hparams(spec.method_point(m.name, point)), cfg)
+    _check_read(spec, methods)
     return methods
 
 

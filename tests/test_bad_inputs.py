@@ -210,8 +210,7 @@ CASES = {
         lambda d: rs.prepare_folder(_empty(d, "afile"), {}, resume=False, overwrite=False),
         ["out", "afile"]),
     "results-resume-without-config": (
-        lambda d: rs.prepare_folder(_empty(d, "x.txt").parent, {}, resume=True,
-                                    overwrite=False),
+        lambda d: rs.prepare_folder(d, {}, resume=True, overwrite=False),
         ["resume", "config.json"]),
 }
 

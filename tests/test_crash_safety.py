@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from copg_jax import results as rs
 
@@ -48,7 +49,19 @@ def test_sigkill_during_writes_leaves_complete_files(tmp_path):
 
 
 def test_prepare_folder_removes_stale_temporaries(tmp_path):
-    (tmp_path / ".summary.json.abc.tmp").write_text("{half")
     rs.prepare_folder(tmp_path, {"experiment": "x"}, resume=False, overwrite=False)
+    rs.unlock_folder(tmp_path)
+    (tmp_path / ".summary.json.abc.tmp").write_text("{half")  # a killed writer's
+    rs.prepare_folder(tmp_path, {"experiment": "x"}, resume=False, overwrite=False)
+    rs.unlock_folder(tmp_path)
     assert not list(tmp_path.glob(".*.tmp"))
     assert (tmp_path / rs.CONFIG).exists()
+
+
+def test_a_folder_of_only_temporaries_is_not_ours(tmp_path):
+    """Without the marker nothing says the temporary is ours: the folder is refused and
+    the file kept."""
+    (tmp_path / ".summary.json.abc.tmp").write_text("{half")
+    with pytest.raises(ValueError, match="not a copg_jax results folder"):
+        rs.prepare_folder(tmp_path, {"experiment": "x"}, resume=False, overwrite=False)
+    assert (tmp_path / ".summary.json.abc.tmp").exists()
