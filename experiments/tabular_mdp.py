@@ -48,7 +48,9 @@ Top level ``J_star`` (list per instance, float64) and ``instances`` (MDP sizes).
 Cost (why not every method by default): the gradient-method solver (Adam warm start,
 then Newton with a dense ``[HSA, HSA] = [800, 800]`` Jacobian and least squares per
 iteration, vmapped over the instances) took ≈75 s for ``copg`` on the 5 default Garnets
-on the shared 2-core machine, so ``--fixed_points`` (default ``copg,pmd``) chooses which
+on the shared 2-core machine with the earlier budget of 2,000 warm steps and 10 Newton
+iterations (more with the defaults below),
+so ``--fixed_points`` (default ``copg,pmd``) chooses which
 methods to solve; ``pmd`` (closed-form iteration) is cheap. ``is_pg`` and ``rloo`` are
 reported without solving: their expected update is exactly ``k ∇J`` (see
 :mod:`copg_jax.algos.mdp_methods`), whose only zero is π* (regret 0;
