@@ -5,8 +5,13 @@ r"""Offline KL-regularized policy optimization on tabular MDPs (SPEC §4).
     python -m experiments.tabular_mdp --env=chain --num_states=6
     python -m experiments.tabular_mdp --mdp my_mdp.npz                 # arrays T, r, rho0, horizon
 
-Methods (``--methods``, default ``copg,pg,is_pg,rloo,pmd``; see
-:mod:`copg_jax.algos.mdp_methods`): CoPG on trajectory pairs, naive off-policy PG (b = 0),
+Methods (``--methods``, default ``copg,copg_critic,copg_learned_critic,copg_per_state,pg,
+is_pg,rloo,pmd``; see :mod:`copg_jax.algos.mdp_methods`): CoPG on trajectory pairs; CoPG
+on the critic-corrected return ``R_β^π(τ) − Σ_t γ^{t+1}(V_{t+1}(s_{t+1}) − (T V_{t+1})(s_t,
+a_t))`` with the exact soft value of π (``copg_critic``) or with a tabular critic fitted
+to ``--num_pairs`` behaviour pairs (``copg_learned_critic``: π evaluated in the
+empirical model ``(T̂, r̂)``); per-state CoPG on the soft Q of π (``copg_per_state``);
+naive off-policy PG (b = 0),
 importance-sampled PG (ρ = Π_t π/μ, exact baseline J(π)), on-policy RLOO (fresh pairs from
 π each step, ``--batch_size`` groups) and exact policy mirror descent (``pmd``, one exact
 update per step with step ``--eta``: a noise-free reference curve, it uses no data).
@@ -50,8 +55,8 @@ then Newton with a dense ``[HSA, HSA] = [800, 800]`` Jacobian and least squares 
 iteration, vmapped over the instances) took ≈75 s for ``copg`` on the 5 default Garnets
 on the shared 2-core machine with the earlier budget of 2,000 warm steps and 10 Newton
 iterations (more with the defaults below),
-so ``--fixed_points`` (default ``copg,pmd``) chooses which
-methods to solve; ``pmd`` (closed-form iteration) is cheap. ``is_pg`` and ``rloo`` are
+so ``--fixed_points`` (default: the CoPG variants and ``pmd`` among ``--methods``)
+chooses which methods to solve; ``pmd`` (closed-form iteration) is cheap. ``is_pg`` and ``rloo`` are
 reported without solving: their expected update is exactly ``k ∇J`` (see
 :mod:`copg_jax.algos.mdp_methods`), whose only zero is π* (regret 0;
 ``fixed_point_source: "analytic"``), for is_pg only when the behaviour covers every
@@ -86,7 +91,10 @@ from copg_jax.sweep import SweepSpec, sweep, validate
 from copg_jax.validation import check_seed
 from experiments import common
 
-DEFAULT_METHODS = "copg,pg,is_pg,rloo,pmd"
+DEFAULT_METHODS = "copg,copg_critic,copg_learned_critic,copg_per_state,pg,is_pg,rloo,pmd"
+DEFAULT_FIXED_POINTS = "copg,copg_critic,copg_learned_critic,copg_per_state,pmd"
+#: Critic data sizes (groups of behaviour trajectories) of the learned-critic bias table.
+CRITIC_SIZES = (1_000, 10_000, 100_000)
 #: Methods whose expected update is exactly k ∇J: their population fixed point is π*.
 ANALYTIC_PI_STAR = ("is_pg", "rloo")
 NEEDS_COVERAGE = ("is_pg",)  # importance weights π/μ: unbiased only where μ > 0
@@ -114,7 +122,8 @@ flags.DEFINE_integer("steps", 2000, "Number of updates.")
 flags.DEFINE_integer("log_every", None, "Log every this many updates (default: 100 points).")
 flags.DEFINE_integer("batch_size", 64, "Groups (pairs of trajectories) per minibatch.")
 flags.DEFINE_integer("num_pairs", 10_000, "Offline dataset size in groups (pairs).")
-flags.DEFINE_string("fixed_points", "copg,pmd", "Methods whose population fixed point is "
+flags.DEFINE_string("fixed_points", DEFAULT_FIXED_POINTS, "Methods whose population fixed "
+                    "point is "
                     "solved numerically (comma list, 'all' or 'none'); is_pg and rloo are "
                     "always reported as π* (their expected update is k∇J).")
 FLAGS = flags.FLAGS
@@ -335,6 +344,30 @@ def fixed_point_summary(problems, cfg: StaticConfig, enabled: set[str], timings:
     return summarize
 
 
+def learned_critic_bias(problems, beta: float, num_samples: int) -> dict:
+    """The learned critic's own bias, per critic data size ``N`` (:data:`CRITIC_SIZES`):
+    ``copg_learned_critic``'s fixed point is the soft optimum π̂* of the fitted model
+    ``(T̂, r̂)`` when every ``(s, a)`` is visited (tested in ``tests/test_mdp_methods.py``),
+    so its regret in the true MDP is computed in closed form, for the fit with the
+    solver's key ``PRNGKey(0)``. Also the largest ``|T̂ − T|`` and the unvisited pairs."""
+    from copg_jax.algos.mdp_methods import fit_tabular_critic
+
+    out: dict = {}
+    with jax.enable_x64(True):
+        for n in CRITIC_SIZES:
+            cfg = StaticConfig(dataset_size=n, batch_size=1, num_samples=num_samples)
+            rows = []
+            for p in map(_to64, problems):
+                aux = fit_tabular_critic(jax.random.PRNGKey(0), p, {}, cfg)
+                fitted = p.replace(T=aux["T"], r=aux["r"])
+                pi_hat = exact_mdp.soft_optimal(fitted, beta).policy
+                rows.append({"regret": float(exact_mdp.regret(p, pi_hat, beta)),
+                             "max_abs_T_error": float(jnp.max(jnp.abs(aux["T"] - p.T))),
+                             "unvisited_pairs": int(jnp.sum(aux["visits"] == 0))})
+            out[str(n)] = {k: [r[k] for r in rows] for k in rows[0]}
+    return out
+
+
 def make_figures(result, desc: dict) -> None:
     import matplotlib.pyplot as plt
 
@@ -393,6 +426,8 @@ def main(argv) -> None:
     fp_text = str(FLAGS.fixed_points).strip().lower()
     solve = (set(spec.methods) if fp_text == "all" else set() if fp_text in ("none", "")
              else set(common.parse_methods(FLAGS.fixed_points)))
+    if FLAGS.fixed_points == DEFAULT_FIXED_POINTS:
+        solve &= set(spec.methods)
     unknown = solve - set(spec.methods)
     if unknown:
         raise ValueError(f"--fixed_points: {sorted(unknown)} not in --methods={FLAGS.methods}")
@@ -406,6 +441,9 @@ def main(argv) -> None:
     )
     for entry in result.summary["grid"]:
         entry["J_star"] = jstar[entry["hparams"]["beta"]]
+    if "copg_learned_critic" in spec.methods:
+        result.summary["learned_critic_bias"] = learned_critic_bias(
+            problems, betas[0], spec.cfg.num_samples)
     result.summary["fixed_points_not_computed"] = [
         m for m in spec.methods if m not in solve and m not in ANALYTIC_PI_STAR]
     result.summary["timing"]["fixed_point_s"] = fp_time
@@ -427,7 +465,7 @@ def main(argv) -> None:
                    else "not converged" if fp is None
                    else f"{fp:.4g}" if isinstance(fp, float)
                    else str([None if x is None else float(f"{x:.3g}") for x in fp]))
-            print(f"    {m:8s} final regret {stats.format_final(s, 'regret', '.4g')}  "
+            print(f"    {m:20s} final regret {stats.format_final(s, 'regret', '.4g')}  "
                   f"fixed-point regret {fps}")
     print(f"compile {t['compile_s']:.1f}s  run {t['run_s']:.1f}s  fixed points "
           f"{sum(fp_time.values()):.1f}s  total {t['total_s']:.1f}s  -> {result.out}")
