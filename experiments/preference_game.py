@@ -19,15 +19,25 @@ Games (``--game``):
     (``[K]`` or ``[N, K]``; uniform μ if omitted) take a user's own games (override --game).
 
 Methods (SPEC §3): ``nash_md``, ``omd`` (Online IPO 1), ``online_ipo2``, ``nash_md_pg``,
-``egpo``. Sampled mode (default): 100 samples per step (``--batch_size``), plain SGD, the
-sampled regression forms of EGPO for nash_md/omd/egpo. ``--exact``: expected updates
-(closed-form mirror-descent steps with η for nash_md/omd/egpo; gradient ascent with lr on
-the expected direction for online_ipo2/nash_md_pg).
+``egpo``, plain SGD with learning rate ``lr``; sampled mode (default): 100 samples per step
+(``--batch_size``), the regression forms of EGPO for nash_md/omd/egpo. ``--exact``: the
+same methods at the same hyperparameters on their expected updates (the exact twin of
+each sampled update, see copg_jax/algos/game_methods.py). The closed forms of NLHF / EGPO
+with step ``η`` are the exact-only ``nash_md_cf``, ``omd_cf``, ``egpo_cf`` (``--methods``).
 
-Step sizes (choice, documented): one ``lr``/``eta`` grid is shared by all methods when
-``--lr``/``--eta`` are given; when omitted, each method uses the per-method defaults of
-``DEFAULT_LR``/``DEFAULT_ETA`` below (fixed across τ, as EGPO uses one step size for all
-τ). See results/preference_game/README.md for the measurements behind them.
+Settings (``--setting``):
+  * ``fixed`` (default): one lr per method for every τ (``DEFAULT_LR``, η of the closed
+    forms ``DEFAULT_ETA``; ``--lr``/``--eta`` replace them with one shared grid),
+    ``--steps`` (2,000) updates, Bernoulli preference outcomes. Our own setting.
+  * ``egpo``: the EGPO authors' tabular runs (``EGPO_SETTING``, from their
+    simulations/configs.py): exact τ = 0.1: lr 0.1, 1,000 iterations; τ = 0.01: lr 0.02,
+    5,000; τ = 0.001: lr 2e-4, 100,000; sampled τ = 0.01: lr 2e-4, 100,000 iterations,
+    100 samples per step. One τ per run (``--tau``; iterations differ), ``--steps``
+    overrides the iterations (recorded in the config), Nash-MD-PG's mixture
+    ``β = 2 lr/K`` (their ``true_lr·τ``), and the preference *probabilities* as labels
+    (``--labels=probability``: the authors regress on ``P[y, y'']``, not on outcomes).
+    Step-size convention (theirs): ``lr`` is the SGD step on the mean-over-pairs loss
+    ``(1/K²) Σ (Δh − ΔPν/τ)²``, i.e. a mirror-descent step ``ητ = 4 lr/K``.
 
 summary.json: per grid point and method ``final_gap_mean``, ``final_gap_ci95``,
 ``final_kl_to_nash_mean`` (and ``_ci95``), ``final_gap_avg_*`` (average iterate) and, with
@@ -60,14 +70,29 @@ GAMES = ("egpo", "dice", "bt")
 #: Per-method step sizes used when --lr / --eta are not given (sampled: SGD learning rate
 #: of the method's sampled estimator; exact: lr of the gradient-ascent methods, η of the
 #: closed-form ones). Measured on the default games; see the module doc.
-DEFAULT_LR = {
-    "sampled": {"nash_md": 0.02, "omd": 0.02, "online_ipo2": 0.02, "nash_md_pg": 1.0,
-                "egpo": 0.02},
-    "exact": {"online_ipo2": 0.5, "nash_md_pg": 20.0},
+_FIXED_LR = {"nash_md": 0.02, "omd": 0.02, "online_ipo2": 0.02, "nash_md_pg": 1.0,
+             "egpo": 0.02}
+DEFAULT_LR = {"sampled": _FIXED_LR, "exact": _FIXED_LR}  # exact = the twin: same lr
+DEFAULT_ETA = {"nash_md_cf": 1.0, "omd_cf": 1.0, "egpo_cf": 1.0}
+SETTINGS = ("fixed", "egpo")
+
+#: ``--setting=egpo``: the EGPO authors' tabular runs (simulations/configs.py), per mode
+#: ``{τ: (SGD learning rate, iterations)}``; ``lr`` is the SGD step on the mean-over-pairs
+#: regression loss (game_methods module doc: one step is MD with ``ητ = 4 lr/K``).
+EGPO_SETTING = {
+    "exact": {0.1: (0.1, 1000), 0.01: (0.02, 5000), 0.001: (2e-4, 100_000)},
+    "sampled": {0.01: (2e-4, 100_000)},
 }
-DEFAULT_ETA = {"nash_md": 1.0, "omd": 1.0, "egpo": 1.0}
 
 common.define_common("results/preference_game", ALL_METHODS, 10)  # --exact: 1 seed
+flags.DEFINE_string("setting", "fixed", "Step sizes: 'fixed' (one lr per method for every "
+                    "τ, DEFAULT_LR) or 'egpo' (EGPO's own lr and iterations per τ, "
+                    "EGPO_SETTING; one τ per run).")
+flags.DEFINE_string("labels", None, "Preference feedback: 'bernoulli' outcomes or the "
+                    "'probability' P[y, y'] itself; default bernoulli (fixed), probability "
+                    "(egpo, as the authors' simulations).")
+flags.DEFINE_string("combine", None, "Only draw: one figure (gap.png) in this folder with a "
+                    "panel per results subfolder (e.g. the per-τ runs of --setting=egpo).")
 flags.DEFINE_string("game", "egpo", f"Game family: one of {', '.join(GAMES)}.")
 flags.DEFINE_string("matrix", None, ".npy preference matrix [K,K] or [N,K,K] (overrides "
                     "--game).")
@@ -80,11 +105,11 @@ flags.DEFINE_string("rewards", "2.5,2,1", "Rewards of the Bradley–Terry game (
 flags.DEFINE_string("tau", "0.1,0.01,0.001", "Regularization τ (comma list = grid).")
 flags.DEFINE_string("lr", None, "SGD learning rate (comma list = grid, shared by all "
                     "methods); default per method (DEFAULT_LR).")
-flags.DEFINE_string("eta", None, "Closed-form step η of nash_md/omd/egpo (comma list = grid); "
-                    "default per method (DEFAULT_ETA). In sampled mode it only sets the "
-                    "Nash-MD mixture π^{1−ητ}μ^{ητ}.")
+flags.DEFINE_string("eta", None, "Closed-form step η of the exact-only nash_md_cf/omd_cf/"
+                    "egpo_cf (comma list = grid); default per method (DEFAULT_ETA).")
 flags.DEFINE_float("mix", None, "Nash-MD-PG mixture coefficient β in [0, 1] (default 0.125).")
-flags.DEFINE_integer("steps", 2000, "Number of updates.")
+flags.DEFINE_integer("steps", 2000, "Number of updates (--setting=egpo: the setting's "
+                    "iterations unless given).")
 flags.DEFINE_integer("log_every", None, "Log every this many updates (default: ~100 points).")
 flags.DEFINE_integer("batch_size", 100, "Samples per step in sampled mode.")
 FLAGS = flags.FLAGS
@@ -153,6 +178,38 @@ def step_sizes(methods: list[str], mode: str, taus) -> tuple[dict, dict]:
     return grid, per_method
 
 
+def egpo_setting(mode: str, taus: list[float], methods: list[str], k: int):
+    """``--setting=egpo`` -> (τ, iterations, per-method hparams): the authors' lr and
+    iterations for the one τ of the run; Nash-MD-PG's mixture ``β = 2 lr/K`` as their
+    ``true_lr·τ`` (unless --mix)."""
+    table = EGPO_SETTING[mode]
+    if FLAGS.lr is not None or FLAGS.eta is not None:
+        raise ValueError("--lr: --setting=egpo fixes the learning rate per τ (EGPO_SETTING); "
+                         "use --setting=fixed for your own")
+    if not FLAGS["tau"].present and len(table) == 1:
+        taus = list(table)
+    if len(taus) != 1 or taus[0] not in table:
+        raise ValueError(f"--tau: --setting=egpo runs one τ of {sorted(table)} ({mode}) per "
+                         f"run (their iterations differ), got {taus}")
+    lr, steps = table[taus[0]]
+    steps = FLAGS.steps if FLAGS["steps"].present else steps
+    per_method = {m: {"lr": lr} for m in methods if "lr" in get_method(m, "game").hparams}
+    if "nash_md_pg" in per_method and FLAGS.mix is None:
+        per_method["nash_md_pg"]["mix"] = 2.0 * lr / k
+    if FLAGS.mix is not None:
+        per_method.setdefault("nash_md_pg", {})["mix"] = FLAGS.mix
+    return taus, steps, per_method
+
+
+def labelled(games: list, setting: str) -> tuple[list, str]:
+    """The games with the feedback of ``--labels`` (default per ``--setting``)."""
+    labels = FLAGS.labels or ("probability" if setting == "egpo" else "bernoulli")
+    try:
+        return [games_env.with_labels(g, labels) for g in games], labels
+    except ValueError as e:
+        raise ValueError(f"--{e}") from None
+
+
 def build():
     """Flags -> (spec, games, extra config). Raises a one-line ValueError on bad
     input (messages that print a matrix span lines; they are joined)."""
@@ -168,7 +225,15 @@ def _build():
     for m in methods:
         get_method(m, "game")  # unknown names raise a ValueError naming them
     name, games, desc = make_games()
-    steps = common.parse_positive_int("steps", FLAGS.steps)
+    setting = FLAGS.setting
+    if setting not in SETTINGS:
+        raise ValueError(f"--setting: unknown {setting!r}; choose one of {', '.join(SETTINGS)}")
+    games, labels = labelled(games, setting)
+    mode = "exact" if FLAGS.exact else "sampled"
+    steps = FLAGS.steps
+    if setting == "egpo":
+        taus, steps, egpo_hp = egpo_setting(mode, taus, methods, games[0].num_actions)
+    steps = common.parse_positive_int("steps", steps)
     log_every = FLAGS.log_every
     if log_every is None:
         log_every = max(d for d in range(1, steps + 1) if steps % d == 0 and steps // d >= 100) \
@@ -176,11 +241,11 @@ def _build():
     log_every = common.parse_positive_int("log_every", log_every)
     if steps % log_every:
         raise ValueError(f"--log_every: must divide --steps={steps}, got {log_every}")
-    mode = "exact" if FLAGS.exact else "sampled"
     cfg = StaticConfig(mode=mode, data="on_policy", num_steps=steps, log_every=log_every,
                        batch_size=common.parse_positive_int("batch_size", FLAGS.batch_size),
                        optimizer="sgd", eta_schedule="constant")
-    extra_grid, per_method = step_sizes(methods, mode, taus)
+    extra_grid, per_method = step_sizes(methods, mode, taus) if setting == "fixed" \
+        else ({}, egpo_hp)
     grid = {"tau": taus, **extra_grid}
     seeds = FLAGS.seeds if FLAGS["seeds"].present or not FLAGS.exact else 1
     seeds = common.parse_positive_int("seeds", seeds)
@@ -196,7 +261,8 @@ def _build():
     except ValueError as e:
         msg = str(e)
         raise ValueError(msg if msg.startswith("--") else f"--{msg}") from None
-    extra = {"game": name, **desc, "step_sizes": per_method}
+    extra = {"game": name, **desc, "setting": setting, "labels": labels,
+             "step_sizes": per_method}
     return spec, games, extra
 
 
@@ -260,6 +326,43 @@ def make_figures(summary, curves, out, title: str) -> None:
         plotting.save(fig, out / name)
 
 
+def _panel_order(summary: dict, name: str) -> tuple:
+    return (summary["config"]["static"]["mode"] != "exact", -summary["grid"][0]["hparams"]["tau"],
+            name)
+
+
+def combined_figure(folder) -> None:
+    """``folder/gap.png``: one panel per results subfolder (exact first, then by decreasing
+    τ and name), each with its own iterations: the last-iterate duality gap (mean and 95%
+    band over games × seeds)."""
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    from copg_jax import results as rs
+
+    subs = sorted((p for p in Path(folder).iterdir() if (p / rs.SUMMARY).exists()),
+                  key=lambda p: _panel_order(rs.read_json(p / rs.SUMMARY), p.name))
+    if not subs:
+        raise ValueError(f"--combine: no results subfolders in {str(folder)!r}")
+    fig, axes = plt.subplots(1, len(subs), figsize=(5 * len(subs), 4), squeeze=False)
+    for ax, sub in zip(axes[0], subs, strict=True):
+        summary, curves = rs.load_results(sub)
+        entry, steps = summary["grid"][0], curves["steps"]
+        runs = {m: curves[f"{m}/gap"][0].reshape(-1, len(steps)) for m in entry["methods"]}
+        plotting.plot_curves(ax, steps, runs, logy=True, floor=1e-12)
+        c = summary["config"]
+        lrs = sorted({h.get("lr") for h in c["hparams"].values() if "lr" in h})
+        ax.set_title(f"{sub.name}: τ = {entry['hparams']['tau']:g}, lr = "
+                     f"{', '.join(f'{x:g}' for x in lrs)}, {c['static']['mode']}, "
+                     f"{c.get('labels', 'bernoulli')} labels", fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("duality gap")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{folder}: duality gap of the last iterate", fontsize=10)
+    plotting.save(fig, Path(folder) / "gap.png")
+
+
 def run_config(spec: SweepSpec, extra) -> dict:
     """The fingerprinted config of the whole run, with each method's step sizes under
     ``hparams`` (the layout of the results written when every method was a sweep of its
@@ -272,6 +375,9 @@ def run_config(spec: SweepSpec, extra) -> dict:
 
 def main(argv) -> None:
     del argv
+    if FLAGS.combine:
+        combined_figure(FLAGS.combine)
+        return
     import shutil
     from pathlib import Path
 

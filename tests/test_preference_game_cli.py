@@ -5,6 +5,8 @@
   method, per-game lists, ``nash`` per τ, ``pi_star_bandit`` for bt), curves.npz and gap.png.
 * Exact-mode EGPO reaches a duality gap < 1e-6 on non-transitive dice (τ = 0.1) with a
   non-uniform reference (with uniform μ the start ln μ is already the equilibrium).
+* ``--setting=egpo`` records the authors' lr of the τ, Nash-MD-PG's β = 2 lr/K and
+  probability labels; a τ outside the authors' table is a one-line error.
 * Bad inputs exit with code 2 and a one-line ``error: ...`` naming the flag, no traceback.
 """
 
@@ -54,7 +56,12 @@ def runs(tmp_path_factory):
                    "--methods", "online_ipo2", *TINY],
         "dice_exact": ["--matrix", str(mats / "dice.npy"), "--ref_logits",
                        str(mats / "dice_logits.npy"), "--exact", "--methods", "egpo",
-                       "--steps", "300", "--tau", "0.1", "--seeds", "1", "--noprogress"],
+                       "--lr", "0.5", "--steps", "300", "--tau", "0.1", "--seeds", "1",
+                       "--noprogress"],
+        "egpo_setting": ["--game", "egpo", "--num_games", "2", "--num_actions", "5",
+                         "--setting", "egpo", "--exact", "--tau", "0.01", "--steps", "20",
+                         "--methods", "nash_md_pg", "--noprogress"],
+        "bad_setting_tau": ["--setting", "egpo", "--exact", "--tau", "0.5", "--steps", "20"],
         "bad_rect": ["--matrix", str(mats / "rect.npy"), *TINY],
         "bad_skew": ["--matrix", str(mats / "skew.npy"), *TINY],
         "bad_tau": ["--game", "dice", "--steps", "20", "--tau", "0"],
@@ -109,8 +116,17 @@ def test_exact_egpo_solves_dice(runs):
     assert curves["egpo/gap"][0, 0, 0, 0] > 1e-3  # it started away from π*_τ
 
 
+def test_egpo_setting_records_authors_step(runs):
+    s = _summary(runs, "egpo_setting")
+    cfg = s["config"]
+    assert cfg["setting"] == "egpo" and cfg["labels"] == "probability"
+    assert cfg["hparams"]["nash_md_pg"] == {"lr": 0.02, "mix": 2 * 0.02 / 5}
+    assert cfg["static"]["num_steps"] == 20 and cfg["static"]["optimizer"] == "sgd"
+
+
 @pytest.mark.parametrize("name,flag", [("bad_rect", "--matrix"), ("bad_skew", "--matrix"),
-                                       ("bad_tau", "--tau"), ("bad_game", "--game")])
+                                       ("bad_tau", "--tau"), ("bad_game", "--game"),
+                                       ("bad_setting_tau", "--tau")])
 def test_bad_input_is_one_line_error(runs, name, flag):
     code, err, out = runs[name]
     assert code == 2, err
