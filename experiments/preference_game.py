@@ -353,13 +353,15 @@ def combined_figure(folder) -> None:
         plotting.plot_curves(ax, steps, runs, logy=True, floor=1e-12)
         c = summary["config"]
         lrs = sorted({h.get("lr") for h in c["hparams"].values() if "lr" in h})
-        ax.set_title(f"{sub.name}: τ = {entry['hparams']['tau']:g}, lr = "
-                     f"{', '.join(f'{x:g}' for x in lrs)}, {c['static']['mode']}, "
-                     f"{c.get('labels', 'bernoulli')} labels", fontsize=9)
+        mode = c["static"]["mode"]
+        labels = f", {c.get('labels', 'bernoulli')} labels" if mode == "sampled" else ""
+        ax.set_title(f"{sub.name}\nτ = {entry['hparams']['tau']:g}, lr = "
+                     f"{', '.join(f'{x:g}' for x in lrs)}, {mode}{labels}", fontsize=9)
         ax.set_xlabel("iteration")
         ax.set_ylabel("duality gap")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{folder}: duality gap of the last iterate", fontsize=10)
+    fig.suptitle(f"{folder}: duality gap of the last iterate, mean and 95% band over games "
+                 "× seeds", fontsize=10, y=1.04)
     plotting.save(fig, Path(folder) / "gap.png")
 
 
