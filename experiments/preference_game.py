@@ -387,7 +387,7 @@ def main(argv) -> None:
 
     spec, games, extra = build()
     out = Path(FLAGS.out)
-    config = run_config(spec, extra)
+    config = {**run_config(spec, extra), "problems_sha256": rs.array_digest(games)}
     rs.prepare_folder(out, config, resume=False, overwrite=FLAGS.overwrite)
     partial = out / "partial"
     if not FLAGS.resume:
@@ -418,7 +418,8 @@ def main(argv) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     title = {"egpo": f"{len(games)} EGPO random games", "dice": "non-transitive dice",
              "bt": "Bradley–Terry game", "matrix": f"{len(games)} game(s) from --matrix"}
-    make_figures(summary, curves, out, title[extra["game"]])
+    common.run_after_sweep(summary, out, ("figures", lambda: make_figures(
+        summary, curves, out, title[extra["game"]])))
     mode = spec.cfg.mode
     print(f"{title[extra['game']]}, {mode}, {spec.cfg.num_steps} steps, "
           f"{spec.num_seeds} seed(s)")
@@ -428,6 +429,7 @@ def main(argv) -> None:
             print(f"    {m:12s} final gap {stats.format_final(s, 'gap', '.3e')}  "
                   f"KL(π*‖π) {s['final_kl_to_nash_mean']:.3e}")
     print(f"nash {t_nash:.1f}s  sweeps {wall:.1f}s  -> {out}")
+    common.exit_if_errors(summary, out)
 
 
 if __name__ == "__main__":

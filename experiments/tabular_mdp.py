@@ -88,7 +88,7 @@ from copg_jax.algos.registry import get_method
 from copg_jax.envs import mdp as mdp_env
 from copg_jax.exact import mdp as exact_mdp
 from copg_jax.sweep import SweepSpec, sweep, validate
-from copg_jax.validation import check_seed
+from copg_jax.validation import check_memory, check_seed
 from experiments import common
 
 DEFAULT_METHODS = "copg,copg_critic,copg_learned_critic,copg_per_state,pg,is_pg,rloo,pmd"
@@ -183,6 +183,8 @@ def build_problems():
                                                                         FLAGS.branching)
             if b > S:
                 raise ValueError(f"--branching: must be <= --num_states={S}, got {b}")
+            check_memory("--num_states", 4.0 * n * S * A * S, f"the transition tensors of "
+                         f"{n} instance(s) with {S} states and {A} actions")
             problems = [mdp_env.garnet(k, S, A, b, H, behaviour_logit_scale=scale)
                         for k in keys]
             desc.update(num_states=S, num_actions=A, branching=b)
@@ -248,7 +250,7 @@ def build():
         experiment="tabular_mdp",
         problem_kind="mdp",
         methods=methods,
-        grid=grid,
+        grid=common.drop_unread(grid, methods, "mdp"),
         num_seeds=common.parse_positive_int("seeds", FLAGS.seeds),
         cfg=cfg,
         seed=FLAGS.seed,
@@ -450,7 +452,8 @@ def main(argv) -> None:
     result.summary["timing"]["total_s"] = time.perf_counter() - t_start
     from copg_jax import results as rs
 
-    make_figures(result, desc)
+    common.run_after_sweep(result.summary, result.out,
+                           ("figures", lambda: make_figures(result, desc)))
     result.summary["timing"]["total_s"] = time.perf_counter() - t_start
     rs.write_json(result.out / rs.SUMMARY, result.summary)
     t = result.summary["timing"]
@@ -469,6 +472,7 @@ def main(argv) -> None:
                   f"fixed-point regret {fps}")
     print(f"compile {t['compile_s']:.1f}s  run {t['run_s']:.1f}s  fixed points "
           f"{sum(fp_time.values()):.1f}s  total {t['total_s']:.1f}s  -> {result.out}")
+    common.exit_if_errors(result.summary, result.out)
 
 
 if __name__ == "__main__":
