@@ -135,6 +135,9 @@ def ci_over(num_instances: int, num_seeds: int, deterministic: bool, pool: bool)
                 + (" for each instance" if num_instances > 1 else ""))
     if num_instances > 1 and pool:
         return f"{num_instances} instances × {num_seeds} seeds ({t})"
+    if num_seeds == 1:
+        return "none: one run (1 seed), zero-width band" + (
+            " for each instance" if num_instances > 1 else "")
     each = " for each instance (distinct problems, never pooled)" if num_instances > 1 else ""
     return f"{num_seeds} seeds ({t}){each}"
 
@@ -147,7 +150,7 @@ def final_stats(v: np.ndarray, metric: str, pool: bool) -> dict[str, Any]:
     v = np.asarray(v, np.float64)
     n_inst, n_seeds = v.shape[:2]
     final = v[..., -1]
-    det = seeds_identical(v)
+    det = n_seeds > 1 and seeds_identical(v)  # one seed is one run, not a repeat
     out: dict[str, Any] = {"ci_over": ci_over(n_inst, n_seeds, det, pool)}
     per = [mean_ci(u) for u in units(final, pool)]
     if pool or n_inst == 1:
@@ -182,8 +185,8 @@ def format_final(stats: dict, metric: str, fmt: str = ".4f") -> str:
             for m, (lo, hi) in zip(by, cis, strict=True))
     lo, hi = (_num(c) for c in ci)
     if lo == hi == mean:
-        return f"{mean:{fmt}} " + ("(deterministic)" if str(stats.get("ci_over", "")).startswith(
-            "none") else "(one run: no interval)")
+        one_run = "one run" in str(stats.get("ci_over", ""))
+        return f"{mean:{fmt}} " + ("(one run: no interval)" if one_run else "(deterministic)")
     return f"{mean:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
 
 
