@@ -6,6 +6,7 @@ Colours are fixed per method name, so a method looks the same in every figure.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -52,9 +53,10 @@ def band_caption(methods: Mapping[str, Mapping]) -> str:
     groups: dict[str, list[str]] = {}
     for name, s in methods.items():
         groups.setdefault(str(s.get("ci_over", "?")), []).append(name)
-    if len(groups) == 1:
-        return f"band over {next(iter(groups))}"
-    return "band over " + "; ".join(f"{k} ({', '.join(v)})" for k, v in groups.items())
+    # The most common band needs no method list; the exceptions name their methods.
+    (common, _), *others = sorted(groups.items(), key=lambda kv: -len(kv[1]))
+    text = "; ".join([f"band over {common}", *(f"{', '.join(v)}: {k}" for k, v in others)])
+    return textwrap.fill(text, width=120)
 
 
 def plot_curves(

@@ -593,3 +593,17 @@ def test_cli_reports_coverage_and_claims_no_pi_star(cli):
     assert not cov["covered"] and [0, 0, 1] in cov["uncovered"]
     st = summary["grid"][0]["methods"]["is_pg"]
     assert "fixed_point_regret" not in st and "fixed_point_not_claimed" in st
+
+
+def test_band_caption_names_every_band_and_its_exceptions():
+    """A figure caption states what each band is over: the band most methods share once,
+    every other band with the methods it belongs to (no method's band left unsaid)."""
+    from copg_jax.plotting import band_caption
+
+    methods = {m: {"ci_over": "seeds (Student t, n=100)"} for m in ("copg", "md", "mmd")}
+    assert band_caption(methods) == "band over seeds (Student t, n=100)"
+    methods["copg_exact"] = {"ci_over": "none (deterministic)"}
+    caption = band_caption(methods)
+    assert caption.startswith("band over seeds (Student t, n=100)")
+    assert "copg_exact: none (deterministic)" in caption.replace("\n", " ")
+    assert all(len(line) <= 120 for line in caption.splitlines())
