@@ -46,9 +46,11 @@ Two cases, following the training loop's precedence (``exact_step`` first):
 
   ``residual = ‖g(θ)‖`` at the returned point.
 
-Generic over problem kinds: the logits start at ``kind.init_logits(problem)`` (π_ref), may
+Generic over problem kinds: the problem's type names its kind (:func:`copg_jax.kinds.kind_of`;
+no kind string needed); the logits start at ``kind.init_logits(problem)`` (π_ref), may
 be ``[K]`` (bandit, game) or any shape whose last axis is the action axis (MDP
 ``[H, S, A]``); the returned ``logits`` are normalized, ``log_softmax(θ, axis=-1)``.
+The solver settings are one hashable record, :class:`SolverOptions`.
 
 **Methods with an on-policy anchor** (``pre_step``, e.g. ``mdpo`` whose ``aux`` is the
 anchor policy π_k): the direction is evaluated with ``aux = pre_step(θ, aux0, ..., t=0)``,
@@ -92,25 +94,31 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from copg_jax.algos.base import Method, StaticConfig
+from copg_jax import validation as v
+from copg_jax.algos.base import Ctx, Method, StaticConfig
 from copg_jax.dtypes import float_dtype
-from copg_jax.kinds import get_kind
+from copg_jax.kinds import kind_of
 from copg_jax.kinds.base import ProblemKind
 
 Array = jax.Array
+#: ``g`` on flattened logits: ``x ↦ expected(x.reshape(shape)).reshape(-1)``.
+FlatDirection = Callable[[Array], Array]
 
 #: No bound on the logit spread by default (see the module doc).
 DEFAULT_MAX_LOGIT_RANGE = math.inf
 #: Hyperparameters read as step sizes by the closed-form residual (module doc).
 STEP_HPARAMS = ("eta", "magnet_lr")
+#: Newton's backtracking halves the step at most this many times.
+MAX_HALVINGS = 40
 
 
 class FixedPoint(NamedTuple):
@@ -139,8 +147,76 @@ def default_tol(dtype=None) -> float:
     return 1e-10 if dtype == jnp.float64 else 1e-5
 
 
-def _kind(problem_kind: str | ProblemKind) -> ProblemKind:
-    return problem_kind if isinstance(problem_kind, ProblemKind) else get_kind(problem_kind)
+@dataclasses.dataclass(frozen=True)
+class SolverOptions:
+    """Settings of the fixed-point solvers (module doc), checked on construction.
+
+    Hashable: it is part of the key of the compiled solver. Every public function takes
+    ``options=`` and/or these fields as keywords (``fixed_point(..., warm_steps=1000)``).
+
+    Attributes:
+      max_iters: closed-form iterations at most (>= 1).
+      tol: residual tolerance (> 0; default :func:`default_tol` of the working dtype:
+        1e-10 float64, 1e-5 float32).
+      xtol: largest accepted Newton distance estimate ``‖J⁺g‖`` at the returned point
+        (gradient methods; > 0; default ``sqrt(tol)``).
+      warm_steps: Adam warm-start steps of gradient methods (>= 0).
+      warm_lr: the warm start's initial learning rate (> 0), decaying geometrically to
+        ``warm_lr · 1e-3``.
+      newton_iters: Newton iterations at most, after the warm start (>= 0).
+      max_logit_range: optional largest accepted logit spread per row (> 0; default
+        ``inf``: none; a finite root is accepted by its residual and Newton distance
+        alone).
+    """
+
+    max_iters: int = 100_000
+    tol: float | None = None
+    xtol: float | None = None
+    warm_steps: int = 5_000
+    warm_lr: float = 0.05
+    newton_iters: int = 50
+    max_logit_range: float = DEFAULT_MAX_LOGIT_RANGE
+
+    def __post_init__(self):
+        for name, low in (("max_iters", 1), ("warm_steps", 0), ("newton_iters", 0)):
+            v.check_int_at_least(name, getattr(self, name), low)
+        for name in ("tol", "xtol", "warm_lr", "max_logit_range"):
+            val = getattr(self, name)
+            if val is not None and not val > 0:
+                raise ValueError(f"{name}: must be > 0, got {val}")
+
+    @classmethod
+    def of(cls, options: SolverOptions | None = None, **fields) -> SolverOptions:
+        """``options`` (default: all defaults) with the given ``fields`` replaced."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(fields) - set(known))
+        if unknown:
+            raise ValueError(f"options: unknown solver option(s) {unknown}; known: {known}")
+        options = cls() if options is None else options
+        return dataclasses.replace(options, **fields) if fields else options
+
+    def resolved(self, dtype) -> SolverOptions:
+        """``tol`` and ``xtol`` filled in for ``dtype`` where they are ``None``."""
+        tol = default_tol(dtype) if self.tol is None else self.tol
+        xtol = tol**0.5 if self.xtol is None else self.xtol
+        return dataclasses.replace(self, tol=tol, xtol=xtol)
+
+
+def _kind(problem, problem_kind: str | ProblemKind | None = None) -> ProblemKind:
+    """The problem's own kind (:func:`kind_of`). An explicit :class:`ProblemKind` is used
+    as given (e.g. one that is not registered) if ``problem`` is of its type; a name
+    must agree with the problem's kind."""
+    if isinstance(problem_kind, ProblemKind):
+        if not isinstance(problem, problem_kind.problem_type):
+            raise ValueError(f"problem_kind: kind {problem_kind.name!r} is for "
+                             f"{problem_kind.problem_type.__name__} problems, got "
+                             f"{type(problem).__name__}")
+        return problem_kind
+    kind = kind_of(problem)
+    if problem_kind is not None and problem_kind != kind.name:
+        raise ValueError(f"problem_kind: {problem_kind!r} disagrees with the problem's "
+                         f"kind {kind.name!r} ({type(problem).__name__})")
+    return kind
 
 
 def _cast_problem(problem, dtype):
@@ -159,6 +235,12 @@ def _normalize(logits: Array) -> Array:
 def _centered(x: Array) -> Array:
     """``x`` minus its mean over the action axis: the part of a logit change softmax sees."""
     return x - jnp.mean(x, axis=-1, keepdims=True)
+
+
+def _norm(x: Array) -> Array:
+    """``‖x‖``, with ``inf`` for a non-finite one."""
+    n = jnp.linalg.norm(x)
+    return jnp.where(jnp.isfinite(n), n, jnp.inf)
 
 
 def _spread_ok(logits: Array, max_range) -> Array:
@@ -195,14 +277,22 @@ def _unit_steps(hp: Mapping[str, Array], dtype) -> tuple[Array, Array]:
     return jnp.asarray(eta, dtype), eta_aux
 
 
-def _closed_form(method: Method, problem, hp, cfg, logits0, aux0, tol, max_iters, max_range):
-    eta, eta_aux = _unit_steps(hp, logits0.dtype)
+# ---------------------------------------------------------------------------------------
+# Closed-form methods: iterate exact_step
+
+
+def _closed_form(method: Method, ctx: Ctx, logits0, aux0, opts: SolverOptions):
+    """Iterates ``pre_step`` + ``exact_step`` until the change per unit step
+    ``r_t = ‖C(log_softmax(F(θ_t)) − log_softmax(θ_t))‖ / η + ‖aux_{t+1} − aux_t‖ / η_aux``
+    is ``≤ tol`` or ``max_iters`` steps are taken (module doc)."""
+    eta, eta_aux = _unit_steps(ctx.hp, logits0.dtype)
 
     def body(c):
         logits, aux, _, t = c
+        ctx_t = ctx._replace(t=t)
         if method.pre_step is not None:
-            aux = method.pre_step(logits, aux, problem, hp, t, cfg)
-        new, new_aux = method.exact_step(logits, aux, problem, hp, t, cfg)
+            aux = method.pre_step(ctx_t, logits, aux)
+        new, new_aux = method.exact_step(ctx_t, logits, aux)
         change = jnp.sqrt(jnp.sum(_centered(_normalize(new) - _normalize(logits)) ** 2)) / eta
         change = change + _tree_change(new_aux, aux) / eta_aux
         change = jnp.where(jnp.isfinite(change), change, jnp.inf)
@@ -211,46 +301,38 @@ def _closed_form(method: Method, problem, hp, cfg, logits0, aux0, tol, max_iters
     def cond(c):
         _, _, change, t = c
         # The initial change is +inf (no step taken yet); a later non-finite one stops.
-        return (t == 0) | ((change > tol) & (t < max_iters) & jnp.isfinite(change))
+        return (t == 0) | ((change > opts.tol) & (t < opts.max_iters) & jnp.isfinite(change))
 
     init = (logits0, aux0, jnp.asarray(jnp.inf, logits0.dtype), jnp.zeros((), jnp.int32))
     logits, _, change, t = jax.lax.while_loop(cond, body, init)
     logits = _normalize(logits)
-    converged = (change <= tol) & _spread_ok(logits, max_range)
+    converged = (change <= opts.tol) & _spread_ok(logits, opts.max_logit_range)
     return logits, change, converged, t
 
 
-def _gradient(
-    method: Method,
-    problem,
-    hp,
-    cfg,
-    logits0,
-    aux0,
-    tol,
-    xtol,
-    max_range,
-    warm_steps,
-    warm_lr,
-    newton_iters,
-):
-    shape = logits0.shape
+# ---------------------------------------------------------------------------------------
+# Gradient methods: warm start, Newton polish, acceptance test
+
+
+def _direction(method: Method, ctx: Ctx, aux0) -> Callable[[Array], Array]:
+    """``θ ↦ g(θ) = expected(θ)``, with an on-policy anchor refreshed to θ first
+    (``aux = pre_step(θ, aux0)``; module doc); other ``aux`` is held at ``aux0``."""
 
     def g(theta):
         aux = aux0
         if method.pre_step is not None:
-            aux = method.pre_step(theta, aux0, problem, hp, jnp.zeros((), jnp.int32), cfg)
-        return method.expected(theta, problem, hp, aux, cfg)
+            aux = method.pre_step(ctx, theta, aux0)
+        return method.expected(ctx, theta, aux)
 
-    def g_flat(x):
-        return g(x.reshape(shape)).reshape(-1)
+    return g
 
-    def norm(x):
-        n = jnp.linalg.norm(x)
-        return jnp.where(jnp.isfinite(n), n, jnp.inf)
 
-    # 1. Warm start: Adam ascent on the exact direction, decaying learning rate.
-    sched = optax.exponential_decay(warm_lr, transition_steps=max(warm_steps, 1), decay_rate=1e-3)
+def _warm_start(g: Callable[[Array], Array], logits0: Array, opts: SolverOptions) -> Array:
+    """``warm_steps`` Adam ascent steps along ``g``, the learning rate decaying
+    geometrically from ``warm_lr`` to ``warm_lr · 1e-3`` (module doc, step 1)."""
+    sched = optax.exponential_decay(
+        opts.warm_lr, transition_steps=max(opts.warm_steps, 1), decay_rate=1e-3
+    )
     opt = optax.adam(sched)
 
     def warm(_, c):
@@ -258,59 +340,105 @@ def _gradient(
         upd, st = opt.update(-g(theta), st, theta)
         return optax.apply_updates(theta, upd), st
 
-    theta, _ = jax.lax.fori_loop(0, warm_steps, warm, (logits0, opt.init(logits0)))
-    x = _normalize(theta).reshape(-1)
+    theta, _ = jax.lax.fori_loop(0, opts.warm_steps, warm, (logits0, opt.init(logits0)))
+    return theta
 
-    # 2. Damped Newton on g(x) = 0 with min-norm least squares (singular Jacobian).
-    def newton_step(x):
-        step = jnp.linalg.lstsq(jax.jacfwd(g_flat)(x), -g_flat(x))[0]
-        # Drop the shift of each row (softmax is invariant to it): numerically its singular
-        # value is ~1e-17, not 0, and lstsq would blow rounding noise up along it (seen:
-        # ‖J⁺g‖ = 0.07 at an exact root, all of it a shift, with μ 99% on one arm).
-        step = step.reshape(shape)
-        step = (step - jnp.mean(step, axis=-1, keepdims=True)).reshape(-1)
-        return jnp.where(jnp.all(jnp.isfinite(step)), step, jnp.full_like(step, jnp.inf))
 
-    def newton_cond(c):
-        # Not stopped at ``r <= tol``: the polish is cheap and ends at machine precision
-        # (it stops when no backtracked step decreases ``‖g‖`` any more).
+def _newton_step(g_flat: FlatDirection, shape, x: Array) -> Array:
+    """``Δ = lstsq(∂g/∂θ, −g)`` at the flattened logits ``x`` (min-norm least squares: the
+    Jacobian is singular), without the shift of each logit row; ``inf`` if not finite."""
+    step = jnp.linalg.lstsq(jax.jacfwd(g_flat)(x), -g_flat(x))[0]
+    # Drop the shift of each row (softmax is invariant to it): numerically its singular
+    # value is ~1e-17, not 0, and lstsq would blow rounding noise up along it (seen:
+    # ‖J⁺g‖ = 0.07 at an exact root, all of it a shift, with μ 99% on one arm).
+    step = step.reshape(shape)
+    step = (step - jnp.mean(step, axis=-1, keepdims=True)).reshape(-1)
+    return jnp.where(jnp.all(jnp.isfinite(step)), step, jnp.full_like(step, jnp.inf))
+
+
+def _backtrack(g_flat: FlatDirection, x: Array, step: Array, r: Array):
+    """``(α, ‖g(x + α Δ)‖)`` for the first ``α = 1, 1/2, 1/4, ...`` (at most
+    :data:`MAX_HALVINGS` halvings) at which ``‖g‖`` drops below ``r``."""
+
+    def cond(b):
+        alpha, r_new, k = b
+        return (r_new >= r) & (k < MAX_HALVINGS)
+
+    def body(b):
+        alpha, _, k = b
+        alpha = alpha / 2
+        return alpha, _norm(g_flat(x + alpha * step)), k + 1
+
+    one = jnp.ones((), x.dtype)
+    init = (one, _norm(g_flat(x + step)), jnp.zeros((), jnp.int32))
+    alpha, r_new, _ = jax.lax.while_loop(cond, body, init)
+    return alpha, r_new
+
+
+def _newton(g_flat: FlatDirection, shape, x: Array, newton_iters: int):
+    """Damped Newton on ``g(x) = 0`` from the flattened logits ``x`` (module doc, step 2):
+    ``(x, ‖g(x)‖, iterations)``. Not stopped at ``r ≤ tol``: the polish is cheap and ends
+    at machine precision, when no backtracked step decreases ``‖g‖`` any more."""
+
+    def cond(c):
         x, r, it, stalled = c
         return (r > 0) & (it < newton_iters) & ~stalled
 
-    def newton_body(c):
+    def body(c):
         x, r, it, _ = c
-        step = newton_step(x)
-
-        def bt_cond(b):
-            alpha, r_new, k = b
-            return (r_new >= r) & (k < 40)
-
-        def bt_body(b):
-            alpha, _, k = b
-            alpha = alpha / 2
-            return alpha, norm(g_flat(x + alpha * step)), k + 1
-
-        one = jnp.ones((), x.dtype)
-        alpha, r_new, _ = jax.lax.while_loop(
-            bt_cond, bt_body, (one, norm(g_flat(x + step)), jnp.zeros((), jnp.int32))
-        )
+        step = _newton_step(g_flat, shape, x)
+        alpha, r_new = _backtrack(g_flat, x, step, r)
         ok = r_new < r
         x_new = jnp.where(ok, x + alpha * step, x)
         # Re-normalize so the logits stay canonical (g is shift invariant per row).
         x_new = _normalize(x_new.reshape(shape)).reshape(-1)
-        return x_new, jnp.where(ok, norm(g_flat(x_new)), r), it + 1, ~ok
+        return x_new, jnp.where(ok, _norm(g_flat(x_new)), r), it + 1, ~ok
 
-    r0 = norm(g_flat(x))
-    x, r, it, _ = jax.lax.while_loop(
-        newton_cond, newton_body, (x, r0, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
-    )
-    # Newton's estimate of the distance to the root, ``‖J⁺ g‖``: small at a regular
-    # root, O(1) on the way to a root at infinity (e.g. a simplex vertex, where every
-    # direction of the form π ∘ (...) vanishes while the logits keep running away).
-    dist = norm(newton_step(x))
+    init = (x, _norm(g_flat(x)), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    x, r, it, _ = jax.lax.while_loop(cond, body, init)
+    return x, r, it
+
+
+def _accepted(logits: Array, r: Array, dist: Array, opts: SolverOptions) -> Array:
+    """The convergence test of a gradient method's point: ``‖g‖ ≤ tol``, Newton's distance
+    estimate ``‖J⁺g‖ ≤ xtol`` (small at a regular root, O(1) on the way to a root at
+    infinity, e.g. a simplex vertex, where every direction of the form π ∘ (...) vanishes
+    while the logits keep running away), finite logits within ``max_logit_range``."""
+    return (r <= opts.tol) & (dist <= opts.xtol) & _spread_ok(logits, opts.max_logit_range)
+
+
+def _gradient(method: Method, ctx: Ctx, logits0, aux0, opts: SolverOptions):
+    """Solves ``g(θ) = expected(θ) = 0``: warm start, Newton polish, acceptance test."""
+    shape = logits0.shape
+    g = _direction(method, ctx._replace(t=jnp.zeros((), jnp.int32)), aux0)
+
+    def g_flat(x):
+        return g(x.reshape(shape)).reshape(-1)
+
+    x = _normalize(_warm_start(g, logits0, opts)).reshape(-1)
+    x, r, it = _newton(g_flat, shape, x, opts.newton_iters)
+    dist = _norm(_newton_step(g_flat, shape, x))
     logits = _normalize(x.reshape(shape))
-    converged = (r <= tol) & (dist <= xtol) & _spread_ok(logits, max_range)
-    return logits, r, converged, it + warm_steps
+    return logits, r, _accepted(logits, r, dist, opts), it + opts.warm_steps
+
+
+# ---------------------------------------------------------------------------------------
+# Entry points
+
+
+def _solve(method: Method, kind: ProblemKind, problem, hp, cfg: StaticConfig,
+           options: SolverOptions, key: Array | None) -> FixedPoint:
+    dtype = float_dtype()
+    problem = _cast_problem(problem, dtype)
+    hp = {k: jnp.asarray(v, dtype) for k, v in hp.items()}
+    opts = options.resolved(dtype)
+    logits0 = jnp.asarray(kind.init_logits(problem), dtype)
+    key = jax.random.PRNGKey(0) if key is None else key
+    ctx = Ctx(problem, hp, cfg)
+    aux0 = method.init_aux(ctx, key) if method.init_aux else None
+    solver = _closed_form if method.exact_step is not None else _gradient
+    logits, res, conv, it = solver(method, ctx, logits0, aux0, opts)
+    return FixedPoint(logits, kind.probs(logits), res, conv, it)
 
 
 def solve_fixed_point(
@@ -318,50 +446,21 @@ def solve_fixed_point(
     problem,
     hp: Mapping[str, Array],
     cfg: StaticConfig,
-    problem_kind: str | ProblemKind = "bandit",
+    problem_kind: str | ProblemKind | None = None,
     *,
-    max_iters: int = 100_000,
-    tol: float | None = None,
-    xtol: float | None = None,
-    warm_steps: int = 5_000,
-    warm_lr: float = 0.05,
-    newton_iters: int = 50,
-    max_logit_range: float = DEFAULT_MAX_LOGIT_RANGE,
+    options: SolverOptions | None = None,
     key: Array | None = None,
+    **option_fields,
 ) -> FixedPoint:
     """The pure, traceable core of :func:`fixed_point` (jit/vmap over ``problem``, ``hp``).
 
-    ``hp`` must already be resolved (:meth:`Method.resolve_hparams`); no validation here.
+    ``hp`` must already be resolved (:meth:`Method.resolve_hparams`); no validation of it
+    here. ``problem_kind``, ``options``, ``option_fields`` and ``key`` as in
+    :func:`fixed_point`.
     """
-    kind = _kind(problem_kind)
-    dtype = float_dtype()
-    problem = _cast_problem(problem, dtype)
-    hp = {k: jnp.asarray(v, dtype) for k, v in hp.items()}
-    tol = default_tol(dtype) if tol is None else tol
-    xtol = tol**0.5 if xtol is None else xtol
-    logits0 = jnp.asarray(kind.init_logits(problem), dtype)
-    key = jax.random.PRNGKey(0) if key is None else key
-    aux0 = method.init_aux(key, problem, hp, cfg) if method.init_aux else None
-    if method.exact_step is not None:
-        logits, res, conv, it = _closed_form(
-            method, problem, hp, cfg, logits0, aux0, tol, max_iters, max_logit_range
-        )
-    else:
-        logits, res, conv, it = _gradient(
-            method,
-            problem,
-            hp,
-            cfg,
-            logits0,
-            aux0,
-            tol,
-            xtol,
-            max_logit_range,
-            warm_steps,
-            warm_lr,
-            newton_iters,
-        )
-    return FixedPoint(logits, kind.probs(logits), res, conv, it)
+    kind = _kind(problem, problem_kind)
+    options = SolverOptions.of(options, **option_fields)
+    return _solve(method, kind, problem, hp, cfg, options, key)
 
 
 def fixed_point(
@@ -369,43 +468,55 @@ def fixed_point(
     problem,
     hp: Mapping[str, Any] | None = None,
     cfg: StaticConfig | None = None,
-    problem_kind: str | ProblemKind = "bandit",
+    problem_kind: str | ProblemKind | None = None,
     *,
-    max_iters: int = 100_000,
-    tol: float | None = None,
-    xtol: float | None = None,
-    warm_steps: int = 5_000,
-    warm_lr: float = 0.05,
-    newton_iters: int = 50,
-    max_logit_range: float = DEFAULT_MAX_LOGIT_RANGE,
+    options: SolverOptions | None = None,
     key: Array | None = None,
+    **option_fields,
 ) -> FixedPoint:
     """Population fixed point of ``method`` on ``problem`` (validated, jit-compiled).
 
     Args:
-      method: a :class:`Method` or its registry name for ``problem_kind``.
-      problem: a problem instance (bandit, game or MDP pytree).
+      method: a :class:`Method` or its registry name for the problem's kind.
+      problem: a problem instance (bandit, game or MDP pytree); its type names its kind.
       hp: hyperparameters (defaults filled, domains checked, as in ``train.train``).
       cfg: static configuration (``num_samples``, ``baseline``, ``inner_steps`` matter);
         default ``StaticConfig(mode="exact")``. The exact functions are used whatever
         ``cfg.mode`` says.
-      problem_kind: ``"bandit"``, ``"game"``, ``"mdp"``, or a :class:`ProblemKind`.
-      max_iters: closed-form iterations at most.
-      tol: residual tolerance (default :func:`default_tol`: 1e-10 float64, 1e-5 float32).
-      xtol: largest accepted Newton distance estimate ``‖J⁺g‖`` at the returned point
-        (gradient methods; default ``sqrt(tol)``).
-      warm_steps, warm_lr, newton_iters: gradient-method solver settings (module doc).
-      max_logit_range: optional largest accepted logit spread per row (default ``inf``:
-        none; a finite root is accepted by its residual and Newton distance alone).
+      problem_kind: optional. Default: the problem's kind (:func:`copg_jax.kinds.kind_of`).
+        A name (``"bandit"``, ``"game"``, ``"mdp"``, ...) must agree with it; a
+        :class:`ProblemKind` (e.g. one that is not registered) is used as given.
+      options: the solver settings (:class:`SolverOptions`; default its defaults).
+      **option_fields: fields of :class:`SolverOptions` to override (``max_iters``,
+        ``tol``, ``xtol``, ``warm_steps``, ``warm_lr``, ``newton_iters``,
+        ``max_logit_range``), e.g. ``fixed_point(m, p, hp, warm_steps=1000)``.
       key: for ``init_aux`` (default ``PRNGKey(0)``).
 
     Returns:
       :class:`FixedPoint` (``converged`` is a scalar bool array; ``bool(fp.converged)``).
     """
-    return fixed_points([method], problem, [hp], cfg, problem_kind, max_iters=max_iters,
-                        tol=tol, xtol=xtol, warm_steps=warm_steps, warm_lr=warm_lr,
-                        newton_iters=newton_iters, max_logit_range=max_logit_range,
-                        key=key)[0]
+    return fixed_points([method], problem, [hp], cfg, problem_kind, options=options,
+                        key=key, **option_fields)[0]
+
+
+def _methods_for(methods: Sequence[Method | str], kind: ProblemKind) -> list[Method]:
+    """Registry look-up of the names; every method must be for ``kind``."""
+    from copg_jax.algos.registry import get_method
+
+    methods = [get_method(m, kind.name) if isinstance(m, str) else m for m in methods]
+    for method in methods:
+        if method.kind != kind.name:
+            raise ValueError(f"problem_kind: method {method.name!r} is for "
+                             f"{method.kind!r}, got a problem of kind {kind.name!r}")
+    return methods
+
+
+def _check_config(methods: Sequence[Method], cfg: StaticConfig) -> None:
+    for method in methods:
+        method.check_config(cfg)
+        if method.exact_step is not None and cfg.eta_schedule != "constant":
+            raise ValueError(f"eta_schedule: a closed-form fixed point ({method.name!r}) "
+                             f"needs a constant step, got {cfg.eta_schedule!r}")
 
 
 def fixed_points(
@@ -413,16 +524,11 @@ def fixed_points(
     problem,
     hps: Sequence[Mapping[str, Any] | None],
     cfg: StaticConfig | None = None,
-    problem_kind: str | ProblemKind = "bandit",
+    problem_kind: str | ProblemKind | None = None,
     *,
-    max_iters: int = 100_000,
-    tol: float | None = None,
-    xtol: float | None = None,
-    warm_steps: int = 5_000,
-    warm_lr: float = 0.05,
-    newton_iters: int = 50,
-    max_logit_range: float = DEFAULT_MAX_LOGIT_RANGE,
+    options: SolverOptions | None = None,
     key: Array | None = None,
+    **option_fields,
 ) -> list[FixedPoint]:
     """:func:`fixed_point` of several methods (``hps[i]`` for ``methods[i]``) on one
     problem, solved in ONE compiled program.
@@ -432,49 +538,18 @@ def fixed_points(
     figure's 8 methods: 2.6 s instead of 5.0 s). Same arguments and results as
     :func:`fixed_point`, one :class:`FixedPoint` per method.
     """
-    from copg_jax.algos.registry import get_method
     from copg_jax.train import to_hparams
 
-    kind = _kind(problem_kind)
+    kind = _kind(problem, problem_kind)
     if len(methods) != len(hps):
         raise ValueError(f"hps: need one per method ({len(methods)}), got {len(hps)}")
-    methods = [get_method(m, kind.name) if isinstance(m, str) else m for m in methods]
-    for method in methods:
-        if method.problem != kind.name:
-            raise ValueError(f"problem_kind: method {method.name!r} is for "
-                             f"{method.problem!r}, got {kind.name!r}")
+    methods = _methods_for(methods, kind)
     cfg = (cfg or StaticConfig(mode="exact")).replace(mode="exact")
-    for method in methods:
-        method.check_config(cfg)
-        if method.exact_step is not None and cfg.eta_schedule != "constant":
-            raise ValueError(f"eta_schedule: a closed-form fixed point ({method.name!r}) "
-                             f"needs a constant step, got {cfg.eta_schedule!r}")
+    _check_config(methods, cfg)
     hps = [to_hparams(m, hp) for m, hp in zip(methods, hps, strict=True)]
-    if max_iters < 1 or warm_steps < 0 or newton_iters < 0:
-        raise ValueError(
-            f"max_iters/warm_steps/newton_iters: must be >= 1/0/0, got "
-            f"{max_iters}/{warm_steps}/{newton_iters}"
-        )
-    for name, val in (
-        ("tol", tol),
-        ("xtol", xtol),
-        ("warm_lr", warm_lr),
-        ("max_logit_range", max_logit_range),
-    ):
-        if val is not None and not val > 0:
-            raise ValueError(f"{name}: must be > 0, got {val}")
-
-    settings = dict(
-        max_iters=max_iters,
-        tol=tol,
-        xtol=xtol,
-        warm_steps=warm_steps,
-        warm_lr=warm_lr,
-        newton_iters=newton_iters,
-        max_logit_range=max_logit_range,
-    )
+    options = SolverOptions.of(options, **option_fields)
     key = jax.random.PRNGKey(0) if key is None else key
-    return list(_compiled(tuple(methods), cfg, kind, settings)(problem, hps, key))
+    return list(_compiled(tuple(methods), cfg, kind, options)(problem, hps, key))
 
 
 # Compiled solvers, so that repeated calls (figures, tests) compile once. Methods are not
@@ -485,16 +560,14 @@ _CACHE_SIZE = 128
 
 
 def _compiled(methods: tuple[Method, ...], cfg: StaticConfig, kind: ProblemKind,
-              settings: dict):
-    key = (tuple(id(m) for m in methods), cfg, kind, jnp.dtype(float_dtype()).name,
-           tuple(sorted(settings.items())))
+              options: SolverOptions):
+    key = (tuple(id(m) for m in methods), cfg, kind, jnp.dtype(float_dtype()).name, options)
     hit = _CACHE.get(key)
     if hit is not None and all(a is b for a, b in zip(hit[0], methods, strict=True)):
         return hit[1]
 
     def run(p, hs, k):
-        return [solve_fixed_point(m, p, h, cfg, kind, key=k, **settings)
-                for m, h in zip(methods, hs, strict=True)]
+        return [_solve(m, kind, p, h, cfg, options, k) for m, h in zip(methods, hs, strict=True)]
 
     fn = jax.jit(run)
     if len(_CACHE) >= _CACHE_SIZE:

@@ -13,17 +13,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from copg_jax import train
-from copg_jax.algos.base import Method, StaticConfig
+from copg_jax.algos.base import Ctx, Method, StaticConfig
 from copg_jax.algos.registry import get_method
 from copg_jax.envs.bandit import paper_bandit, random_bandit
 from copg_jax.exact import bandit as eb
-from copg_jax.fixed_point import FixedPoint, fixed_point, solve_fixed_point
+from copg_jax.fixed_point import (
+    FixedPoint,
+    SolverOptions,
+    fixed_point,
+    fixed_points,
+    solve_fixed_point,
+)
 from copg_jax.kinds.base import ProblemKind
 
 BETA = 0.5
@@ -105,13 +113,14 @@ def test_biased_methods_have_their_own_fixed_point(name):
     assert bool(fp.converged), fp
     assert float(fp.residual) < 1e-12
     # The direction vanishes there, evaluated independently of the solver ...
-    g = method.expected(fp.logits, problem, hp, None, cfg)
+    ctx = Ctx(problem, hp, cfg)
+    g = method.expected(ctx, fp.logits, None)
     assert float(jnp.max(jnp.abs(g))) < 1e-12
     # ... at a point that is not π*.
     assert regret(problem, fp.probs) > 1e-2
     assert float(jnp.max(jnp.abs(fp.probs - eb.optimal_policy(problem, BETA)))) > 0.05
     # Non-degenerate: nearby points have a non-zero direction (an isolated zero).
-    g_near = method.expected(fp.logits + jnp.asarray([1e-3, 0.0, 0.0]), problem, hp, None, cfg)
+    g_near = method.expected(ctx, fp.logits + jnp.asarray([1e-3, 0.0, 0.0]), None)
     assert float(jnp.linalg.norm(g_near)) > 1e-6
 
 
@@ -176,9 +185,9 @@ def greedy_method() -> Method:
     """Unregularized PG: ``π ∘ (R − π·R)`` vanishes only at the simplex vertices, so the
     ascent runs to the argmax vertex: a fixed point at infinity."""
 
-    def expected(logits, problem, hp, aux, cfg):
+    def expected(ctx, logits, aux):
         probs = jax.nn.softmax(logits)
-        return probs * (problem.rewards - probs @ problem.rewards)
+        return probs * (ctx.problem.rewards - probs @ ctx.problem.rewards)
 
     return Method("greedy_test", "bandit", {"beta": 0.5}, "test", expected=expected)
 
@@ -212,9 +221,11 @@ def test_closed_form_fixed_point_at_infinity():
 
 
 def tensor_kind(shape) -> ProblemKind:
-    """A stand-in problem kind with ``[H, S, A]`` logits (the MDP layout)."""
+    """A stand-in problem kind with ``[H, S, A]`` logits (the MDP layout), not registered:
+    its problems are plain dicts, so it is passed explicitly as ``problem_kind``."""
     return ProblemKind(
         name="mdp",
+        problem_type=dict,
         reg_name="beta",
         init_logits=lambda p: jnp.zeros(shape),
         target=lambda p, hp: None,
@@ -230,14 +241,14 @@ def test_tensor_logits_gradient_and_closed_form():
     problem = {"target": target}
     want = jax.nn.softmax(target, axis=-1)
 
-    def expected(logits, problem, hp, aux, cfg):
+    def expected(ctx, logits, aux):
         # Per-row ∇ of −KL(π ‖ softmax(target)): zero exactly at the target rows.
         probs, logp = jax.nn.softmax(logits, -1), jax.nn.log_softmax(logits, -1)
-        f = jax.nn.log_softmax(problem["target"], -1) - logp
+        f = jax.nn.log_softmax(ctx.problem["target"], -1) - logp
         return probs * (f - jnp.sum(probs * f, -1, keepdims=True))
 
-    def step(logits, aux, problem, hp, t, cfg):
-        return 0.5 * (logits + problem["target"]), aux
+    def step(ctx, logits, aux):
+        return 0.5 * (logits + ctx.problem["target"]), aux
 
     kind = tensor_kind(shape)
     grad_m = Method("tensor_grad", "mdp", {"beta": 0.5}, "test", expected=expected)
@@ -278,9 +289,75 @@ def test_validation():
         fixed_point("copg", problem, {"beta": BETA}, tol=0.0)
     with pytest.raises(ValueError, match=r"^problem_kind:"):
         fixed_point(get_method("copg"), problem, {"beta": BETA}, problem_kind=tensor_kind((3,)))
+    with pytest.raises(ValueError, match=r"^problem_kind: 'game' disagrees .* 'bandit'"):
+        fixed_point("copg", problem, {"beta": BETA}, problem_kind="game")
+    with pytest.raises(ValueError, match=r"^problem_kind: method 'nash_md' is for 'game'"):
+        fixed_point(get_method("nash_md", "game"), problem, {"tau": 0.1})
+    with pytest.raises(ValueError, match=r"^problem: dict is not a registered problem type"):
+        fixed_point("copg", {"rewards": jnp.ones(3)}, {"beta": BETA})
     # A sampled-mode cfg is accepted: the exact functions are used regardless.
     fp = fixed_point("md", problem, {"beta": BETA}, StaticConfig(mode="sampled"))
     assert bool(fp.converged)
+
+
+def test_solver_options_record():
+    """The solver settings are one frozen, hashable record, checked field by field; the
+    keywords of the public functions are the same fields (and override ``options``)."""
+    opts = SolverOptions(max_iters=1000, warm_steps=50)
+    assert hash(opts) == hash(SolverOptions(max_iters=1000, warm_steps=50))
+    assert SolverOptions.of(opts, tol=1e-8) == SolverOptions(1000, 1e-8, None, 50)
+    assert SolverOptions.of(None) == SolverOptions()
+    res = SolverOptions().resolved(jnp.float64)
+    assert (res.tol, res.xtol) == (1e-10, 1e-5)
+    for bad, match in (({"max_iters": 0}, r"^max_iters:"), ({"warm_steps": -1}, r"^warm_steps:"),
+                       ({"newton_iters": 1.5}, r"^newton_iters:"), ({"xtol": -1.0}, r"^xtol:"),
+                       ({"warm_lr": 0.0}, r"^warm_lr:"),
+                       ({"max_logit_range": float("nan")}, r"^max_logit_range:")):
+        with pytest.raises(ValueError, match=match):
+            SolverOptions(**bad)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.tol = 1.0
+    with pytest.raises(ValueError, match=r"^options: unknown solver option\(s\) \['tolerance'\]"):
+        fixed_point("md", paper_bandit(), {"beta": BETA}, tolerance=1e-3)
+    problem = paper_bandit()
+    by_kw = fixed_point("md", problem, {"beta": BETA}, max_iters=7)
+    by_record = fixed_point("md", problem, {"beta": BETA}, options=SolverOptions(max_iters=7))
+    for a, b in zip(by_kw, by_record, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(by_kw.iterations) == 7
+
+
+def test_the_problem_names_its_kind():
+    """No kind string (issue 13): an MDP and a game are solved by the names of their
+    methods alone, the kind read from the problem's type. CoPG's fixed point on a
+    deterministic Garnet is π* (regret 0 against soft value iteration, CoPG Thm. 1);
+    on a game Nash-MD's (a finite root; with a constant step not π*_τ) and OMD's, the
+    regularized Nash equilibrium ``π = softmax(ln μ + Pπ/τ)``. The kind's name given
+    explicitly, or the registered kind itself, gives the same numbers."""
+    from copg_jax.envs import mdp as mdp_env
+    from copg_jax.envs.games import egpo_random
+    from copg_jax.exact import games as eg
+    from copg_jax.exact import mdp as em
+    from copg_jax.kinds import get_kind
+
+    mdp = mdp_env.garnet(jax.random.PRNGKey(0), 3, 2, 1, 2, behaviour_logit_scale=1.0)
+    fp = fixed_point("copg", mdp, {"beta": BETA})
+    assert bool(fp.converged), fp
+    assert fp.logits.shape == (2, 3, 2)
+    assert abs(float(em.regret(mdp, fp.probs, BETA))) < 1e-10
+    named = fixed_point("copg", mdp, {"beta": BETA}, problem_kind="mdp")
+    np.testing.assert_array_equal(named.logits, fp.logits)
+
+    game = egpo_random(jax.random.PRNGKey(1), 4)
+    tau = 0.1
+    fp, omd = fixed_points(["nash_md", "omd"], game, [{"tau": tau}, {"tau": tau}])
+    assert bool(fp.converged) and float(fp.residual) < 1e-12, fp
+    assert bool(omd.converged)
+    assert float(eg.fixed_point_residual(game, omd.probs, tau)) < 1e-12
+    given = fixed_points(["nash_md", "omd"], game, [{"tau": tau}, {"tau": tau}],
+                         problem_kind=get_kind("game"))  # the same compiled program
+    for a, b in zip(given, (fp, omd), strict=True):
+        np.testing.assert_array_equal(a.logits, b.logits)
 
 
 def test_ppo_clip_is_stuck_at_the_reference_on_the_paper_bandit():
@@ -334,8 +411,8 @@ def test_baseline_with_the_kl_term_makes_pi_star_a_zero(seed):
 
     def direction(name):
         m = get_method(name)
-        return np.asarray(m.expected(logits, problem, train.to_hparams(m, {"beta": BETA}),
-                                     None, cfg))
+        ctx = Ctx(problem, train.to_hparams(m, {"beta": BETA}), cfg)
+        return np.asarray(m.expected(ctx, logits, None))
 
     for name in ("pg_regularized_baseline", "is_pg_truncated", "is_pg"):
         np.testing.assert_allclose(direction(name), 0.0, atol=1e-13, err_msg=name)
