@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from copg_jax.algos.base import Batch, Method, StaticConfig
+from copg_jax.algos.base import Batch, Ctx, Method, StaticConfig
+from copg_jax.batches import Groups
 
 Array = jax.Array
 
@@ -42,7 +43,7 @@ def num_distinct(num_actions: int, k: int, with_pref: bool) -> int:
 
 def applies(method: Method, problem, cfg: StaticConfig, with_pref: bool) -> bool:
     """Static: whether ``method``'s sampled direction can be computed from counts."""
-    if method.problem != "bandit" or not method.decomposable or cfg.mode != "sampled":
+    if method.kind != "bandit" or not method.decomposable or cfg.mode != "sampled":
         return False
     if getattr(problem, "noise", None) != "none":
         return False
@@ -57,18 +58,18 @@ def _table_y(num_actions: int, k: int) -> np.ndarray:
 
 def codes(batch: Batch, num_actions: int) -> Array:
     """Row index in :func:`table` of every group of ``batch`` (``[B]`` int32)."""
-    y = batch["y"]
+    y = batch.y
     k = y.shape[-1]
     weights = jnp.asarray(num_actions ** np.arange(k - 1, -1, -1), jnp.int32)
     code = jnp.sum(y * weights, axis=-1)
-    if "pref" in batch:
-        code = code + (batch["pref"] > 0.5).astype(jnp.int32) * num_actions**k
+    if batch.pref is not None:
+        code = code + (batch.pref > 0.5).astype(jnp.int32) * num_actions**k
     return code
 
 
 def counts(batch: Batch, num_actions: int, dtype) -> Array:
     """How many groups of ``batch`` equal each row of :func:`table` (``[U]``)."""
-    u = num_distinct(num_actions, batch["y"].shape[-1], "pref" in batch)
+    u = num_distinct(num_actions, batch.y.shape[-1], batch.pref is not None)
     return jnp.zeros((u,), jnp.int32).at[codes(batch, num_actions)].add(1).astype(dtype)
 
 
@@ -77,28 +78,26 @@ def problem_counts(problem, batch: Batch) -> Array:
     return counts(batch, problem.rewards.shape[-1], problem.rewards.dtype)
 
 
-def table(problem, k: int, with_pref: bool) -> dict[str, Array]:
+def table(problem, k: int, with_pref: bool) -> Groups:
     """The distinct groups as a batch: ``y [U, k]``, ``r = R(y)``, and ``pref`` if used."""
-    num_actions = problem.rewards.shape[-1]
-    y = _table_y(num_actions, k)
-    rows = {"y": jnp.asarray(y)}
-    if with_pref:
-        rows["y"] = jnp.asarray(np.concatenate([y, y]))
-        rows["pref"] = jnp.asarray(np.repeat([0.0, 1.0], len(y)), problem.rewards.dtype)
-    rows["r"] = problem.rewards[rows["y"]]
-    return rows
+    y = _table_y(problem.rewards.shape[-1], k)
+    if not with_pref:
+        return Groups(y=jnp.asarray(y), r=problem.rewards[jnp.asarray(y)])
+    y2 = jnp.asarray(np.concatenate([y, y]))
+    pref = jnp.asarray(np.repeat([0.0, 1.0], len(y)), problem.rewards.dtype)
+    return Groups(y=y2, r=problem.rewards[y2], pref=pref)
 
 
-def direction(method: Method, logits: Array, problem, hp, count: Array, aux,
-              cfg: StaticConfig) -> Array:
+def direction(method: Method, ctx: Ctx, logits: Array, aux, count: Array) -> Array:
     """``(1/B) Σ_u c_u g(θ; u)``: ``method.estimate`` on every distinct group alone,
     weighted by its count (groups with count 0 contribute exactly 0)."""
+    cfg = ctx.cfg
     with_pref = count.shape[0] == num_distinct(logits.shape[-1], cfg.num_samples, True)
-    rows = table(problem, cfg.num_samples, with_pref)
+    rows = table(ctx.problem, cfg.num_samples, with_pref)
 
-    def one(row):
-        single = {key: val[None] for key, val in row.items()}
-        return method.estimate(logits, problem, hp, single, aux, cfg)
+    def one(row: Groups) -> Array:
+        single = jax.tree_util.tree_map(lambda val: val[None], row)
+        return method.estimate(ctx, logits, aux, single)
 
     per_group = jax.vmap(one)(rows)  # [U, K]
     per_group = jnp.where(count[:, None] > 0, per_group, 0.0)

@@ -1,6 +1,7 @@
 """Offline datasets, epoch shuffling and minibatches (vmappable; pure JAX except the CPU sort).
 
-An offline dataset is a dict of arrays with a leading item axis, drawn once per seed from
+An offline dataset is a batch record (:mod:`copg_jax.batches`, ``Trajectories``) whose
+arrays have a leading item axis, drawn once per seed from
 the problem's behaviour distributions (e.g. CoPG §5: 10⁴ pairs ``y ~ μ1, y' ~ μ2`` with
 Bradley–Terry labels drawn once per pair). Every epoch is a fresh uniformly random
 permutation of the items cut into ``⌊N/B⌋`` minibatches; the remainder of each epoch is
@@ -23,6 +24,7 @@ rounds are used that a pair of items tied in every round is negligible
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -58,12 +60,12 @@ def permutation(key: Array, n: int) -> Array:
 class DataState:
     """The offline dataset of one run and the current epoch's permutation."""
 
-    dataset: dict
+    dataset: Any  # a batch record of the problem kind, leading axis = items
     perm: Array  # [N] int32
     shuffle_key: Array
 
 
-def init_data(dataset: dict, shuffle_key: Array) -> DataState:
+def init_data(dataset: Any, shuffle_key: Array) -> DataState:
     n = jax.tree_util.tree_leaves(dataset)[0].shape[0]
     return DataState(dataset, jnp.arange(n, dtype=jnp.int32), shuffle_key)
 
@@ -84,7 +86,7 @@ def epoch_permutations(shuffle_key: Array, first_epoch: Array, num_epochs: int,
 
 
 def next_batch(data: DataState, t: Array, batch_size: int, perms: Array | None = None,
-               first_epoch: Array | None = None) -> tuple[dict, DataState]:
+               first_epoch: Array | None = None) -> tuple[Any, DataState]:
     """The minibatch of update ``t``; reshuffles at the start of every epoch.
 
     ``t`` must be unbatched under ``vmap`` (it is the same for every run), so that the

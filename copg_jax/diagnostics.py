@@ -21,8 +21,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from copg_jax.algos.base import Method, StaticConfig
-from copg_jax.kinds import get_kind
+from copg_jax.algos.base import Ctx, Method, StaticConfig
+from copg_jax.kinds import kind_of
 
 
 class EstimatorStats(NamedTuple):
@@ -37,14 +37,14 @@ class EstimatorStats(NamedTuple):
 def draw_estimates(method: Method, problem, hp, cfg: StaticConfig, logits, aux, key,
                    num_batches: int) -> jax.Array:
     """``[num_batches, *logits.shape]`` independent sampled directions at ``logits``."""
-    kind = get_kind(method.problem)
+    kind, ctx = kind_of(problem), Ctx(problem, hp, cfg)
 
     def one(k):
         if method.on_policy:
-            batch = method.sample(k, logits, problem, hp, aux, cfg)
+            batch = method.sample(ctx, logits, aux, k)
         else:
             batch = kind.behaviour_sample(k, problem, cfg.batch_size, cfg)
-        return method.estimate(logits, problem, hp, batch, aux, cfg)
+        return method.estimate(ctx, logits, aux, batch)
 
     return jax.vmap(one)(jax.random.split(key, num_batches))
 
@@ -53,11 +53,12 @@ def estimator_stats(method: Method, problem, hp, cfg: StaticConfig, logits, true
                     key, num_batches: int = 2000) -> EstimatorStats:
     """Statistics of ``method.estimate`` at ``logits`` (see module doc). ``aux`` is the
     method's ``init_aux`` with ``pre_step`` applied at t = 0 (anchor = current policy)."""
-    aux = method.init_aux(key, problem, hp, cfg) if method.init_aux else None
+    ctx = Ctx(problem, hp, cfg, jnp.int32(0))
+    aux = method.init_aux(ctx, key) if method.init_aux else None
     if method.pre_step is not None:
-        aux = method.pre_step(logits, aux, problem, hp, jnp.int32(0), cfg)
+        aux = method.pre_step(ctx, logits, aux)
     est = draw_estimates(method, problem, hp, cfg, logits, aux, key, num_batches)
-    exact = method.expected(logits, problem, hp, aux, cfg)
+    exact = method.expected(ctx, logits, aux)
     flat = est.reshape(num_batches, -1)
     mean = flat.mean(0)
     var_coord = flat.var(0, ddof=1)

@@ -34,9 +34,9 @@ from flax import struct
 
 from copg_jax import batch_counts
 from copg_jax import data as data_lib
-from copg_jax.algos.base import Method, StaticConfig
+from copg_jax.algos.base import Ctx, Method, StaticConfig
 from copg_jax.dtypes import as_float
-from copg_jax.kinds import get_kind
+from copg_jax.kinds import kind_of
 from copg_jax.validation import check_seed
 
 Array = jax.Array
@@ -83,20 +83,20 @@ def _split(key: Array):
     return k_data, k_shuffle, k_run, k_aux
 
 
-def init_data(kind_name: str, problem, cfg: StaticConfig, key: Array) -> data_lib.DataState:
+def init_data(problem, cfg: StaticConfig, key: Array) -> data_lib.DataState:
     """The offline dataset of a run (drawn once from the behaviour distributions)."""
     k_data, k_shuffle, _, _ = _split(key)
-    dataset = get_kind(kind_name).behaviour_sample(k_data, problem, cfg.dataset_size, cfg)
+    dataset = kind_of(problem).behaviour_sample(k_data, problem, cfg.dataset_size, cfg)
     return data_lib.init_data(dataset, k_shuffle)
 
 
 def init_state(method: Method, problem, hp, cfg: StaticConfig, key: Array) -> TrainState:
-    kind = get_kind(method.problem)
+    kind = kind_of(problem)
     _, _, k_run, k_aux = _split(key)
     logits = kind.init_logits(problem)
     opt_state = make_optimizer(cfg).init(logits)
     opt_state.hyperparams["learning_rate"] = jnp.asarray(hp.get("lr", 1.0), logits.dtype)
-    aux = method.init_aux(k_aux, problem, hp, cfg) if method.init_aux else None
+    aux = method.init_aux(Ctx(problem, hp, cfg), k_aux) if method.init_aux else None
     return TrainState(
         logits=logits,
         opt_state=opt_state,
@@ -107,92 +107,113 @@ def init_state(method: Method, problem, hp, cfg: StaticConfig, key: Array) -> Tr
     )
 
 
-def _sample_batch(method: Method, problem, hp, cfg: StaticConfig, state, aux, key, offline):
+class Offline(NamedTuple):
+    """A method's share of the offline data at one step: the current minibatch, the
+    look-ahead minibatch of extragradient methods, and the minibatch's counts of distinct
+    groups (:mod:`copg_jax.batch_counts`, computed once for every method of a group)."""
+
+    batch: Any
+    batch2: Any = None
+    count: Array | None = None
+
+
+def _sample_batch(method: Method, ctx: Ctx, logits, aux, key, offline_batch):
     if method.on_policy:
-        return method.sample(key, state.logits, problem, hp, aux, cfg)
-    if cfg.data == "fresh":
-        return get_kind(method.problem).behaviour_sample(key, problem, cfg.batch_size, cfg)
-    return offline
+        return method.sample(ctx, logits, aux, key)
+    if ctx.cfg.data == "fresh":
+        return kind_of(ctx.problem).behaviour_sample(key, ctx.problem, ctx.cfg.batch_size,
+                                                     ctx.cfg)
+    return offline_batch
 
 
-def _count(method, problem, cfg, batch, offline, offline_count):
+def _with_pref(batch) -> bool:
+    return getattr(batch, "pref", None) is not None
+
+
+def _count(method, ctx: Ctx, batch, offline_batch, offline_count):
     """Counts of distinct groups of ``batch`` if the method's direction may use them."""
-    if batch is None or not batch_counts.applies(method, problem, cfg, "pref" in batch):
+    if batch is None or not batch_counts.applies(method, ctx.problem, ctx.cfg,
+                                                 _with_pref(batch)):
         return None
-    if batch is offline and offline_count is not None:
+    if batch is offline_batch and offline_count is not None:
         return offline_count  # computed once for every method sharing the minibatch
-    return batch_counts.problem_counts(problem, batch)
+    return batch_counts.problem_counts(ctx.problem, batch)
 
 
-def _direction(method, problem, hp, cfg, logits, aux, batch, count=None):
-    if cfg.mode == "exact":
-        return method.expected(logits, problem, hp, aux, cfg)
+def _direction(method, ctx: Ctx, logits, aux, batch, count=None):
+    if ctx.cfg.mode == "exact":
+        return method.expected(ctx, logits, aux)
     if count is not None:
-        return batch_counts.direction(method, logits, problem, hp, count, aux, cfg)
-    return method.estimate(logits, problem, hp, batch, aux, cfg)
+        return batch_counts.direction(method, ctx, logits, aux, count)
+    return method.estimate(ctx, logits, aux, batch)
 
 
 def offline_counts(group_methods, group_cfgs, problem, batch):
     """Counts of the shared minibatch, if any method of the group uses them (else None)."""
     if batch is None or not any(
-        uses_dataset(m, c) and batch_counts.applies(m, problem, c, "pref" in batch)
+        uses_dataset(m, c) and batch_counts.applies(m, problem, c, _with_pref(batch))
         for m, c in zip(group_methods, group_cfgs, strict=True)
     ):
         return None
     return batch_counts.problem_counts(problem, batch)
 
 
-def _lookahead_direction(method, problem, hp, cfg, state, direction, key, offline_batch2):
+def _sampled_direction(method, ctx: Ctx, logits, aux, key, offline_batch, offline_count):
+    """The method's direction at ``logits``: its estimate on a batch (sampled mode),
+    from counts where they apply, or its exact twin."""
+    batch = None
+    if ctx.cfg.mode == "sampled":
+        batch = _sample_batch(method, ctx, logits, aux, key, offline_batch)
+    count = _count(method, ctx, batch, offline_batch, offline_count)
+    return _direction(method, ctx, logits, aux, batch, count)
+
+
+def _lookahead_direction(method, ctx: Ctx, state, direction, key, offline_batch2):
     """Extragradient (EGPO Alg. 1): the half step ``θ_{t+½}`` is one step of the configured
     optimizer along ``direction = g(θ_t; π_t)`` from its current state (the state is not
     kept; with SGD ``θ_{t+½} = θ_t + lr·g``, as in the paper), then the direction is taken
     again *at θ_t* on a fresh batch, with the look-ahead logits passed as ``aux``: the
     method's sampler and ``expected`` draw the opponent from ``π_{t+½}`` (EGPO's code
     restores θ_t before computing the log-probabilities)."""
-    updates, _ = make_optimizer(cfg).update(-direction, state.opt_state, state.logits)
+    updates, _ = make_optimizer(ctx.cfg).update(-direction, state.opt_state, state.logits)
     ahead = optax.apply_updates(state.logits, updates)
-    batch = None
-    if cfg.mode == "sampled":
-        batch = _sample_batch(method, problem, hp, cfg, state, ahead, key, offline_batch2)
-    count = _count(method, problem, cfg, batch, offline_batch2, None)
-    return _direction(method, problem, hp, cfg, state.logits, ahead, batch, count)
+    return _sampled_direction(method, ctx, state.logits, ahead, key, offline_batch2, None)
+
+
+def _gradient_step(method, ctx: Ctx, state: TrainState, aux, key, offline: Offline):
+    """An optimizer step along the method's direction (extragradient when ``lookahead``)."""
+    k1, k2 = jax.random.split(key)
+    direction = _sampled_direction(method, ctx, state.logits, aux, k1, offline.batch,
+                                   offline.count)
+    if method.lookahead:
+        direction = _lookahead_direction(method, ctx, state, direction, k2, offline.batch2)
+    updates, opt_state = make_optimizer(ctx.cfg).update(-direction, state.opt_state,
+                                                        state.logits)
+    return optax.apply_updates(state.logits, updates), opt_state
 
 
 def train_step(method: Method, problem, hp, cfg: StaticConfig, state: TrainState, t,
-               offline_batch=None, offline_batch2=None, offline_count=None) -> TrainState:
-    """One update at step index ``t`` (an unbatched int32 scalar).
-
-    ``offline_batch`` (and ``offline_batch2``, the look-ahead batch of extragradient
-    methods) is the current minibatch of the shared offline dataset, if the method uses
-    one; ``offline_count`` its counts of distinct groups (:mod:`copg_jax.batch_counts`),
-    computed once for all methods of a group."""
-    kind = get_kind(method.problem)
+               offline: Offline | None = None) -> TrainState:
+    """One update at step index ``t`` (an unbatched int32 scalar). ``offline``: the
+    method's share of the shared offline data (:class:`Offline`), if it uses any."""
+    ctx = Ctx(problem, hp, cfg, t)
     key = jax.random.fold_in(state.key, t)
     aux, opt_state = state.aux, state.opt_state
     if method.pre_step is not None:
-        aux = method.pre_step(state.logits, aux, problem, hp, t, cfg)
+        aux = method.pre_step(ctx, state.logits, aux)
     if cfg.mode == "exact" and method.exact_step is not None:
-        logits, aux = method.exact_step(state.logits, aux, problem, hp, t, cfg)
+        logits, aux = method.exact_step(ctx, state.logits, aux)
     else:
-        k1, k2 = jax.random.split(key)
-        batch = None
-        if cfg.mode == "sampled":
-            batch = _sample_batch(method, problem, hp, cfg, state, aux, k1, offline_batch)
-        count = _count(method, problem, cfg, batch, offline_batch, offline_count)
-        direction = _direction(method, problem, hp, cfg, state.logits, aux, batch, count)
-        if method.lookahead:
-            direction = _lookahead_direction(method, problem, hp, cfg, state, direction,
-                                             k2, offline_batch2)
-        updates, opt_state = make_optimizer(cfg).update(-direction, opt_state, state.logits)
-        logits = optax.apply_updates(state.logits, updates)
+        logits, opt_state = _gradient_step(method, ctx, state, aux, key,
+                                           offline or Offline(None))
     n = (state.step + 1).astype(logits.dtype)
-    avg = state.avg_probs + (kind.probs(logits) - state.avg_probs) / n
+    avg = state.avg_probs + (kind_of(problem).probs(logits) - state.avg_probs) / n
     return state.replace(logits=logits, opt_state=opt_state, aux=aux, avg_probs=avg,
                          step=state.step + 1)
 
 
-def compute_metrics(method: Method, problem, hp, state: TrainState, target) -> dict:
-    return get_kind(method.problem).metrics(problem, state.logits, state.avg_probs, hp, target)
+def compute_metrics(problem, hp, state: TrainState, target) -> dict:
+    return kind_of(problem).metrics(problem, state.logits, state.avg_probs, hp, target)
 
 
 class Group(NamedTuple):
@@ -232,15 +253,14 @@ class GroupState(NamedTuple):
 def init_group(group: Group, problem, hps: Sequence, key) -> tuple[GroupState, tuple, dict]:
     """Initial states, targets and step-0 metrics ``{method: {metric: scalar}}``."""
     d = group.data_cfg
-    kind_name = group.methods[0].problem
-    data = init_data(kind_name, problem, d, key) if d is not None else None
+    data = init_data(problem, d, key) if d is not None else None
     states, targets, m0 = [], [], {}
     for m, c, hp in zip(group.methods, group.cfgs, hps, strict=True):
-        target = get_kind(m.problem).target(problem, hp)
+        target = kind_of(problem).target(problem, hp)
         st = init_state(m, problem, hp, c, key)
         states.append(st)
         targets.append(target)
-        m0[m.name] = compute_metrics(m, problem, hp, st, target)
+        m0[m.name] = compute_metrics(problem, hp, st, target)
     return GroupState(tuple(states), data), tuple(targets), m0
 
 
@@ -274,9 +294,9 @@ def run_group_chunk(group: Group, problem, hps: Sequence, gstate: GroupState, ta
             if lookahead:
                 b2 = b1  # look-ahead reuses the minibatch when data are offline
         c1 = offline_counts(group.methods, group.cfgs, problem, b1)
+        shared = Offline(b1, b2, c1)
         states = tuple(
-            train_step(m, problem, hp, c, st, t, b1 if uses_dataset(m, c) else None,
-                       b2 if uses_dataset(m, c) else None, c1 if uses_dataset(m, c) else None)
+            train_step(m, problem, hp, c, st, t, shared if uses_dataset(m, c) else None)
             for m, c, hp, st in zip(group.methods, group.cfgs, hps, gs.states, strict=True)
         )
         return GroupState(states, data), None
@@ -284,7 +304,7 @@ def run_group_chunk(group: Group, problem, hps: Sequence, gstate: GroupState, ta
     def outer(gs: GroupState, i):
         ts = start + i * log_every + jnp.arange(log_every, dtype=jnp.int32)
         gs, _ = jax.lax.scan(inner, gs, ts)
-        ms = {m.name: compute_metrics(m, problem, hp, st, tg)
+        ms = {m.name: compute_metrics(problem, hp, st, tg)
               for m, hp, st, tg in zip(group.methods, hps, gs.states, targets, strict=True)}
         return gs, ms
 
@@ -306,9 +326,10 @@ def run_single(method: Method, problem, hp, cfg: StaticConfig, key) -> RunResult
     return RunResult(gs.states[0], metrics[method.name], targets[0])
 
 
-def train(method: Method | str, problem, hp=None, cfg: StaticConfig | None = None, seed=0,
-          problem_kind: str = "bandit") -> RunResult:
-    """Convenience entry point: validates, jits and runs one method once.
+def train(method: Method | str, problem, hp=None, cfg: StaticConfig | None = None,
+          seed=0) -> RunResult:
+    """Convenience entry point: validates, jits and runs one method once. A method name
+    is looked up for the problem's kind (:func:`copg_jax.kinds.kind_of`).
 
     Example::
 
@@ -320,8 +341,12 @@ def train(method: Method | str, problem, hp=None, cfg: StaticConfig | None = Non
     """
     from copg_jax.algos.registry import get_method
 
+    kind = kind_of(problem)
     if isinstance(method, str):
-        method = get_method(method, problem_kind)
+        method = get_method(method, kind.name)
+    elif method.kind != kind.name:
+        raise ValueError(f"method: {method.name!r} is a {method.kind} method; the problem "
+                         f"is a {kind.name} ({type(problem).__name__})")
     cfg = cfg or StaticConfig()
     method.check_config(cfg)
     method.check_step(method.resolve_hparams(hp), cfg)

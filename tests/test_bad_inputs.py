@@ -295,7 +295,7 @@ def test_cli_bad_input_is_one_line_error(cli_runs, case):
 # ------------------------------------------------------------------- NaN guard (sweep)
 
 
-def _nan_after_estimate(logits, problem, hp, batch, aux, cfg):
+def _nan_after_estimate(ctx, logits, aux, batch):
     """Ascent along e_0 until the logit gap exceeds 5.5, then NaN: with SGD and lr = 1
     the gap is t after t updates, so the update at t = 6 is NaN and the first logged
     step (log_every = 5) with a NaN metric is 10; with lr = 1e-3 it stays finite."""

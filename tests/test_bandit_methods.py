@@ -25,12 +25,14 @@ import pytest
 
 from copg_jax import train
 from copg_jax.algos import bandit_methods as bm
-from copg_jax.algos.base import StaticConfig
+from copg_jax.algos.base import Ctx, StaticConfig
 from copg_jax.algos.registry import get_method
+from copg_jax.batches import Groups
 from copg_jax.envs.bandit import make_bandit, paper_bandit, random_bandit
 from copg_jax.exact import bandit as eb
 from copg_jax.fixed_point import fixed_point
 from copg_jax.kinds.bandit import BANDIT
+from copg_jax.sampling import SEARCH_ABOVE, sample_categorical
 
 Z_TOL = 5.0  # Monte Carlo tolerance, in standard errors (per coordinate)
 ABS_FLOOR = 1e-12  # for coordinates whose estimate has zero variance
@@ -95,12 +97,13 @@ def mc_estimates(method, pname, hp, cfg, logits, aux, seed=7):
     if method.on_policy:
 
         def one(k):
-            batch = method.sample(k, logits, problem, hp, aux, cfg)
-            return method.estimate(logits, problem, hp, batch, aux, cfg)
+            batch = method.sample(Ctx(problem, hp, cfg), logits, aux, k)
+            return method.estimate(Ctx(problem, hp, cfg), logits, aux, batch)
 
         return jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(seed), N_BATCHES))
     batches = behaviour_batches(pname, cfg.num_samples, cfg.batch_size, seed)
-    return jax.jit(jax.vmap(lambda b: method.estimate(logits, problem, hp, b, aux, cfg)))(batches)
+    ctx = Ctx(problem, hp, cfg)
+    return jax.jit(jax.vmap(lambda b: method.estimate(ctx, logits, aux, b)))(batches)
 
 
 def assert_mean_matches(est, exact, extra_tol=0.0, what=""):
@@ -165,7 +168,7 @@ def test_estimate_mean_equals_expected(pname, name, cfg_kw, hp_kw, where):
         dev = jnp.abs(jax.nn.softmax(logits) / problem.mu1 - 1)
         assert bool(jnp.any(dev < hp["clip_eps"])) and bool(jnp.any(dev > hp["clip_eps"]))
     est = mc_estimates(method, pname, hp, cfg, logits, aux)
-    exact = method.expected(logits, problem, hp, aux, cfg)
+    exact = method.expected(Ctx(problem, hp, cfg), logits, aux)
     assert_mean_matches(est, exact, what=f"{name} {cfg_kw} on {pname}")
 
 
@@ -187,7 +190,7 @@ def test_estimate_mean_equals_expected_with_bernoulli_rewards(name, baseline):
     hp = train.to_hparams(method, {"beta": BETA})
     logits = ppo_logits(problem)
     est = mc_estimates(method, "bernoulli", hp, cfg, logits, None)
-    exact = method.expected(logits, problem, hp, None, cfg)
+    exact = method.expected(Ctx(problem, hp, cfg), logits, None)
     assert_mean_matches(est, exact, what=f"{name} ({baseline}) with bernoulli rewards")
 
 
@@ -202,7 +205,7 @@ def self_normalized_bias(problem, logits, hp, cfg, batch_size):
     out)."""
     probs, logp = jax.nn.softmax(logits), jax.nn.log_softmax(logits)
     a = eb.regularized_reward(problem, probs, hp["beta"])
-    adv = a - bm._baseline(problem, probs, logp, hp["beta"], cfg.baseline)
+    adv = a - bm._baseline(problem, probs, logp, hp["beta"], None, cfg)
     eye = jnp.eye(probs.shape[0])
     total = jnp.zeros_like(probs)
     for nu in (problem.mu1, problem.mu2):
@@ -229,7 +232,7 @@ def test_self_normalized_is_mean_equals_expected_up_to_its_o1b_bias(pname):
     hp = train.to_hparams(method, {"beta": BETA})
     logits = random_logits(problem.num_actions, seed=1)
     est = mc_estimates(method, pname, hp, cfg, logits, None, seed=11)
-    exact = method.expected(logits, problem, hp, None, cfg)
+    exact = method.expected(Ctx(problem, hp, cfg), logits, None)
     bias = self_normalized_bias(problem, logits, hp, cfg, bsz)
     assert_mean_matches(est, exact + bias, extra_tol=2.0 / bsz**2, what="self-normalized")
     assert_mean_matches(
@@ -250,7 +253,7 @@ def random_pair_batch(problem, b=32, seed=0):
     y = jnp.asarray(rng.integers(0, k, size=(b, 2)), jnp.int32)
     r = problem.rewards[y] + jnp.asarray(rng.normal(size=(b, 2)))
     pref = jnp.asarray(rng.integers(0, 2, size=b), r.dtype)
-    return {"y": y, "r": r, "pref": pref}
+    return Groups(y=y, r=r, pref=pref)
 
 
 @pytest.mark.parametrize("pname", ["paper", "random_noisy"])
@@ -261,12 +264,12 @@ def test_autodiff_of_surrogate_losses_gives_the_closed_form_directions(pname):
     hp = {"beta": jnp.asarray(BETA)}
     logits = random_logits(k, seed=4)
     batch = random_pair_batch(problem, seed=5)
-    y, r = np.asarray(batch["y"]), np.asarray(batch["r"])
+    y, r = np.asarray(batch.y), np.asarray(batch.r)
     eye = np.eye(k)
 
     # CoPG: ∇ ℓ = estimate (k = 2) = mean (R_β(y) − R_β(y'))(e_y − e_y'), by hand.
-    grad = jax.grad(bm.copg_loss)(logits, problem, hp, batch)
-    est = bm.copg_estimate(logits, problem, hp, batch, None, cfg)
+    grad = jax.grad(bm.copg_loss, argnums=1)(Ctx(problem, hp, cfg), logits, None, batch)
+    est = bm.copg_estimate(Ctx(problem, hp, cfg), logits, None, batch)
     logp = np.asarray(jax.nn.log_softmax(logits))
     lref = np.log(np.asarray(problem.ref_probs))
     rb = r - BETA * (logp[y] - lref[y])
@@ -277,16 +280,17 @@ def test_autodiff_of_surrogate_losses_gives_the_closed_form_directions(pname):
     # Squared-loss form: ∇ (R_β(y) − R_β(y'))²/(2β), R_β depending on θ = −CoPG direction.
     def sq_loss(theta):
         lp = jax.nn.log_softmax(theta)
-        rbt = batch["r"] - BETA * (lp[batch["y"]] - jnp.log(problem.ref_probs)[batch["y"]])
+        rbt = batch.r - BETA * (lp[batch.y] - jnp.log(problem.ref_probs)[batch.y])
         return jnp.mean((rbt[:, 0] - rbt[:, 1]) ** 2) / (2 * BETA)
 
     np.testing.assert_allclose(jax.grad(sq_loss)(logits), -est, atol=1e-13)
 
     # IPO and DPO: −∇ loss = estimate.
     for loss, name in ((bm.ipo_loss, "ipo"), (bm.dpo_loss, "dpo")):
-        est = get_method(name).estimate(logits, problem, hp, batch, None, cfg)
+        est = get_method(name).estimate(Ctx(problem, hp, cfg), logits, None, batch)
         np.testing.assert_allclose(
-            -jax.grad(loss)(logits, problem, hp, batch), est, atol=1e-13, err_msg=name
+            -jax.grad(loss, argnums=1)(Ctx(problem, hp, cfg), logits, None, batch), est,
+            atol=1e-13, err_msg=name
         )
 
 
@@ -303,14 +307,14 @@ def test_on_policy_pairwise_copg_is_twice_the_policy_gradient():
     cfg = StaticConfig(batch_size=BATCH, dataset_size=BATCH)
     grad_j = eb.policy_gradient(problem, logits, BETA)
     np.testing.assert_allclose(
-        bm.copg_expected(logits, on_policy, hp, None, cfg), 2 * grad_j, atol=1e-14
+        bm.copg_expected(Ctx(on_policy, hp, cfg), logits, None), 2 * grad_j, atol=1e-14
     )
     # Sampled: pairs drawn from π.
     copg = get_method("copg")
 
     def one(key):
-        batch = bm.on_policy_sample(key, logits, problem, hp, None, cfg)
-        return copg.estimate(logits, problem, hp, batch, None, cfg)
+        batch = bm.on_policy_sample(Ctx(problem, hp, cfg), logits, None, key)
+        return copg.estimate(Ctx(problem, hp, cfg), logits, None, batch)
 
     est = jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(3), N_BATCHES))
     assert_mean_matches(est, 2 * grad_j, what="on-policy CoPG")
@@ -322,13 +326,13 @@ def test_k_sample_copg_equals_rloo_sample_by_sample(k):
     logits = random_logits(5, seed=10)
     hp = {"beta": jnp.asarray(BETA)}
     cfg = StaticConfig(batch_size=200, dataset_size=200, num_samples=k)
-    batch = bm.on_policy_sample(jax.random.PRNGKey(k), logits, problem, hp, None, cfg)
+    batch = bm.on_policy_sample(Ctx(problem, hp, cfg), logits, None, jax.random.PRNGKey(k))
     single = jax.tree_util.tree_map(lambda a: a[:, None], batch)  # 200 batches of one group
 
     def both(b):
         return (
-            bm.copg_estimate(logits, problem, hp, b, None, cfg),
-            bm.rloo_estimate(logits, problem, hp, b, None, cfg),
+            bm.copg_estimate(Ctx(problem, hp, cfg), logits, None, b),
+            bm.rloo_estimate(Ctx(problem, hp, cfg), logits, None, b),
         )
 
     copg, rloo = jax.vmap(both)(single)
@@ -352,9 +356,10 @@ def test_copg_with_quarter_rewards_is_ipo_times_half_beta():
                     y.append((w, lo)), r.append((0.25, -0.25)), pref.append(1.0)
                 else:
                     y.append((lo, w)), r.append((-0.25, 0.25)), pref.append(0.0)
-            batch = {"y": jnp.asarray(y, jnp.int32), "r": jnp.asarray(r), "pref": jnp.asarray(pref)}
-            copg = bm.copg_estimate(logits, problem, hp, batch, None, cfg)
-            ipo = get_method("ipo").estimate(logits, problem, hp, batch, None, cfg)
+            batch = Groups(y=jnp.asarray(y, jnp.int32), r=jnp.asarray(r),
+                           pref=jnp.asarray(pref))
+            copg = bm.copg_estimate(Ctx(problem, hp, cfg), logits, None, batch)
+            ipo = get_method("ipo").estimate(Ctx(problem, hp, cfg), logits, None, batch)
             np.testing.assert_allclose(copg, beta / 2 * ipo, atol=1e-14)
             assert float(jnp.linalg.norm(copg)) > 1e-3
 
@@ -503,14 +508,12 @@ def test_paper_run_qualitative_claims():
 def test_binary_search_sampling_draws_the_same_arms_as_comparing_with_every_cdf_entry(k):
     """Above SEARCH_ABOVE arms, sample_categorical binary-searches the CDF; the draws equal
     counting CDF entries ≤ u one by one, including zero-probability arms (never drawn)."""
-    from copg_jax.kinds import bandit as kb
-
-    assert k > kb.SEARCH_ABOVE
+    assert k > SEARCH_ABOVE
     p = jax.nn.softmax(3 * jax.random.normal(jax.random.PRNGKey(k), (k,)))
     p = p.at[::7].set(0.0)
     p = p / p.sum()
     key = jax.random.PRNGKey(1)
-    got = kb.sample_categorical(key, p, (100_000,))
+    got = sample_categorical(key, p, (100_000,))
     u = jax.random.uniform(key, (100_000,), dtype=p.dtype)
     count = np.sum(np.asarray(u)[:, None] >= np.asarray(jnp.cumsum(p))[:-1], axis=-1)
     count = np.where(np.asarray(p)[count] > 0, count, k - 1 - np.argmax(np.asarray(p)[::-1] > 0))
@@ -532,11 +535,11 @@ def test_fixed_baseline_truncated_is_equals_is_pg_truncated_with_that_baseline(n
     batch = jax.tree_util.tree_map(lambda a: a[0], batch)
     for c in (cfg, cfg.replace(baseline="regularized_value"), cfg.replace(baseline="none")):
         np.testing.assert_array_equal(
-            method.estimate(logits, problem, hp, batch, None, c),
-            ref.estimate(logits, problem, hp, batch, None, cfg.replace(baseline=baseline)))
+            method.estimate(Ctx(problem, hp, c), logits, None, batch),
+            ref.estimate(Ctx(problem, hp, cfg.replace(baseline=baseline)), logits, None, batch))
         np.testing.assert_array_equal(
-            method.expected(logits, problem, hp, None, c),
-            ref.expected(logits, problem, hp, None, cfg.replace(baseline=baseline)))
+            method.expected(Ctx(problem, hp, c), logits, None),
+            ref.expected(Ctx(problem, hp, cfg.replace(baseline=baseline)), logits, None))
 
 
 def test_naive_pg_with_the_regularized_baseline_is_pg_minus_its_mean_advantage():
@@ -550,7 +553,7 @@ def test_naive_pg_with_the_regularized_baseline_is_pg_minus_its_mean_advantage()
     hp = {"beta": jnp.asarray(BETA)}
 
     def d(name):
-        return get_method(name).expected(logits, problem, hp, None, cfg)
+        return get_method(name).expected(Ctx(problem, hp, cfg), logits, None)
 
     score = (problem.mu1 - probs) + (problem.mu2 - probs)
     j = eb.objective(problem, probs, BETA)
@@ -579,8 +582,9 @@ def test_the_reported_baseline_is_the_one_the_estimator_subtracts():
             method = get_method(name)
             hp = train.to_hparams(method, {"beta": BETA})
             kind = kind_of[bm.baseline_of(name, cfg)]
-            np.testing.assert_array_equal(method.expected(logits, problem, hp, None, cfg),
-                                          build(kind)(logits, problem, hp, None, cfg),
+            ctx = Ctx(problem, hp, cfg)
+            np.testing.assert_array_equal(method.expected(ctx, logits, None),
+                                          build(kind)(ctx, logits, None),
                                           err_msg=f"{name} with cfg.baseline={cfg_b}")
     for name in ("copg", "rloo", "ipo", "dpo", "md"):
         assert bm.baseline_of(name, StaticConfig()) is None

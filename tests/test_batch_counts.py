@@ -19,7 +19,7 @@ import pytest
 
 from copg_jax import batch_counts as bc
 from copg_jax import train
-from copg_jax.algos.base import StaticConfig
+from copg_jax.algos.base import Ctx, StaticConfig
 from copg_jax.algos.registry import get_method, list_methods
 from copg_jax.envs.bandit import make_bandit, paper_bandit
 from copg_jax.kinds.bandit import BANDIT
@@ -50,18 +50,19 @@ def test_counts_direction_equals_raw_estimate(name, k, pname):
     cfg = StaticConfig(batch_size=512, dataset_size=512, num_samples=k)
     hp = train.to_hparams(method, {"beta": 0.7})
     logits = jnp.asarray([0.3, -0.2, 0.5])
-    aux = method.init_aux(jax.random.PRNGKey(0), problem, hp, cfg) if method.init_aux else None
+    ctx = Ctx(problem, hp, cfg)
+    aux = method.init_aux(ctx, jax.random.PRNGKey(0)) if method.init_aux else None
     for seed in range(3):
         key = jax.random.PRNGKey(seed)
         if method.on_policy:
-            batch = method.sample(key, logits, problem, hp, aux, cfg)
+            batch = method.sample(ctx, logits, aux, key)
         else:
             batch = BANDIT.behaviour_sample(key, problem, cfg.batch_size, cfg)
-        assert bc.applies(method, problem, cfg, "pref" in batch)  # at most 54 groups
+        assert bc.applies(method, problem, cfg, batch.pref is not None)  # ≤ 54 groups
         count = bc.counts(batch, 3, jnp.float64)
         assert float(jnp.sum(count)) == cfg.batch_size
-        raw = method.estimate(logits, problem, hp, batch, aux, cfg)
-        got = bc.direction(method, logits, problem, hp, count, aux, cfg)
+        raw = method.estimate(ctx, logits, aux, batch)
+        got = bc.direction(method, ctx, logits, aux, count)
         assert np.all(np.isfinite(np.asarray(got)))
         np.testing.assert_allclose(got, raw, rtol=1e-12, atol=1e-12 * float(jnp.abs(raw).max()))
 
@@ -74,9 +75,9 @@ def test_table_codes_round_trip():
         batch = BANDIT.behaviour_sample(jax.random.PRNGKey(1), problem, 300, cfg)
         rows = bc.table(problem, k, True)
         code = bc.codes(batch, 3)
-        np.testing.assert_array_equal(rows["y"][code], batch["y"])
-        np.testing.assert_array_equal(rows["pref"][code], batch["pref"])
-        np.testing.assert_array_equal(rows["r"][code], batch["r"])
+        np.testing.assert_array_equal(rows.y[code], batch.y)
+        np.testing.assert_array_equal(rows.pref[code], batch.pref)
+        np.testing.assert_array_equal(rows.r[code], batch.r)
 
 
 def test_applies_only_where_exact_and_worthwhile():

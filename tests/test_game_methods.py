@@ -33,8 +33,9 @@ import numpy as np
 import pytest
 
 from copg_jax.algos import game_methods as gm
-from copg_jax.algos.base import StaticConfig
+from copg_jax.algos.base import Ctx, StaticConfig
 from copg_jax.algos.registry import get_method, list_methods
+from copg_jax.batches import Pairs, Regression
 from copg_jax.envs.games import egpo_random, nontransitive_dice, with_labels
 from copg_jax.exact import games as eg
 from copg_jax.kinds import get_kind
@@ -98,7 +99,7 @@ def test_behaviour_sample_uniform_pairs_with_outcomes():
     n = 40_000
     b = jax.jit(lambda k: GAME.behaviour_sample(k, g, n, StaticConfig()))(
         jax.random.PRNGKey(0))
-    y, z = np.asarray(b["y"]), np.asarray(b["pref"])
+    y, z = np.asarray(b.y), np.asarray(b.pref)
     assert y.shape == (n, 2) and z.shape == (n,)
     counts = np.bincount(y.reshape(-1), minlength=4) / (2 * n)
     assert np.all(np.abs(counts - 0.25) < Z_TOL * np.sqrt(0.25 * 0.75 / (2 * n)))
@@ -135,12 +136,14 @@ def test_estimate_mean_equals_expected(name, ahead):
     logits = jnp.asarray(rng.normal(size=5))
     aux = jnp.asarray(rng.normal(size=5)) if ahead else None
 
+    ctx = Ctx(g, hp, cfg)
+
     def one(key):
-        batch = method.sample(key, logits, g, hp, aux, cfg)
-        return method.estimate(logits, g, hp, batch, aux, cfg)
+        batch = method.sample(ctx, logits, aux, key)
+        return method.estimate(ctx, logits, aux, batch)
 
     est = jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(7), N_BATCHES))
-    exact = method.expected(logits, g, hp, aux, cfg)
+    exact = method.expected(ctx, logits, aux)
     assert np.max(np.abs(exact)) > 1e-3  # not trivially zero
     assert_mean_matches(est, exact, name)
 
@@ -194,15 +197,15 @@ def batch_space(name, P, pi, mu, hp, labels):
     stacked = {key: jnp.asarray(np.stack([np.asarray(r[1][key]) for r in rows]))
                for key in rows[0][1]}
     stacked["y"] = stacked["y"].astype(jnp.int32)
-    if "y2" in stacked:
-        stacked["y2"] = stacked["y2"].astype(jnp.int32)
-    return probs, stacked
+    if "y2" not in stacked:
+        return probs, Pairs(**stacked)
+    return probs, Regression(**{**stacked, "y2": stacked["y2"].astype(jnp.int32)})
 
 
 def one_step(method, g, hp, cfg, logits, first, second=None):
     """One ``train_step`` whose sampler returns ``first`` (and ``second`` for the
     look-ahead evaluation, recognized by its look-ahead logits passed as aux)."""
-    def sample(key, lg, game, hp_, aux, cfg_):
+    def sample(ctx, lg, aux, key):
         return first if aux is None else second
 
     m = dataclasses.replace(method, sample=sample)
@@ -245,7 +248,7 @@ def test_exact_step_is_expected_sampled_step(name, labels):
 def np_regression_step(logits, mu, lr, tau, batch):
     """θ + lr·(−∇ of (h(y) − h(y') − (z − z')/τ)²) for one group (plain NumPy)."""
     h = np.log(np_softmax(logits)) - np.log(mu)
-    (y, y1), (z, z1) = np.asarray(batch["y"])[0], np.asarray(batch["pref"])[0]
+    (y, y1), (z, z1) = np.asarray(batch.y)[0], np.asarray(batch.pref)[0]
     r = h[y] - h[y1] - (z - z1) / tau
     d = np.zeros(len(h))
     d[y] -= 2 * r
@@ -267,19 +270,19 @@ def test_egpo_exact_step_is_large_batch_limit_of_sampled(labels):
     p1, b1s = batch_space("egpo", P, np_softmax(logits), mu, h, labels)
     aheads, cond = [], []
     for i in range(len(p1)):
-        b1 = {k: v[i] for k, v in b1s.items()}
+        b1 = jax.tree_util.tree_map(lambda v, i=i: v[i], b1s)
         ahead = np_regression_step(logits, mu, lr, tau, b1)
         p2, b2s = batch_space("egpo", P, np_softmax(ahead), mu, h, labels)
         steps = jax.vmap(lambda b2, b1=b1: one_step(method, g, hp, cfg, logits, b1, b2))(b2s)
         cond.append(np.tensordot(p2, np.asarray(steps), axes=1))
         aheads.append(ahead)
-        want = logits + lr * method.expected(logits, g, hp, jnp.asarray(ahead), cfg)
+        want = logits + lr * method.expected(Ctx(g, hp, cfg), logits, jnp.asarray(ahead))
         np.testing.assert_allclose(cond[-1], want, atol=ENUM_TOL)  # (a)
     mean_ahead = np.tensordot(p1, np.asarray(aheads), axes=1)
-    half = logits + lr * method.expected(logits, g, hp, None, cfg)
+    half = logits + lr * method.expected(Ctx(g, hp, cfg), logits, None)
     np.testing.assert_allclose(mean_ahead, half, atol=ENUM_TOL)  # (b)
     exact = np.asarray(exact_step(method, g, hp, cfg, logits))
-    want = logits + lr * method.expected(logits, g, hp, jnp.asarray(half), cfg)
+    want = logits + lr * method.expected(Ctx(g, hp, cfg), logits, jnp.asarray(half))
     np.testing.assert_allclose(exact, want, atol=ENUM_TOL)  # (c)
     gap = np.abs(np.tensordot(p1, np.asarray(cond), axes=1) - exact).max()
     assert gap < 0.1 * np.abs(exact - np.asarray(logits)).max(), gap
@@ -334,8 +337,8 @@ def test_exact_sgd_step_is_closed_form_step(name):
     method, cf = get_method(name, "game"), get_method(name + "_cf", "game")
     cfg = StaticConfig(mode="exact", optimizer="sgd")
     sgd = exact_step(method, g, to_hparams(method, {"tau": tau, "lr": lr}), cfg, logits)
-    closed, _ = cf.exact_step(logits, None, g, to_hparams(cf, {"tau": tau,
-                              "eta": 4 * lr / (k * tau)}), jnp.int32(0), cfg)
+    closed, _ = cf.exact_step(Ctx(g, to_hparams(cf, {"tau": tau,
+                              "eta": 4 * lr / (k * tau)}), cfg, jnp.int32(0)), logits, None)
     np.testing.assert_allclose(jax.nn.log_softmax(sgd), closed, atol=1e-12)
 
 
@@ -436,8 +439,7 @@ def test_sampled_training_reduces_gap(name, lr):
 def test_bad_hparams_raise(name, hp, field):
     g = egpo_random(jax.random.PRNGKey(0), 4)
     with pytest.raises(ValueError, match=f"^{field}:"):
-        train(name, g, hp, StaticConfig(mode="exact", num_steps=10, log_every=10),
-              problem_kind="game")
+        train(name, g, hp, StaticConfig(mode="exact", num_steps=10, log_every=10))
 
 
 def test_exact_only_config_errors():
@@ -450,5 +452,6 @@ def test_exact_only_config_errors():
             get_method(name, "game").check_config(StaticConfig(mode="sampled"))
     with pytest.raises(ValueError, match="^lookahead:"):
         dataclasses.replace(get_method("egpo", "game"), init_aux=lambda *a: None)
-    assert gm.step_size({"tau": jnp.asarray(0.5), "eta": jnp.asarray(0.1)}, 2,
-                        StaticConfig(eta_schedule="nash_md")) == pytest.approx(1.0)
+    hp = {"tau": jnp.asarray(0.5), "eta": jnp.asarray(0.1)}
+    ctx = Ctx(None, hp, StaticConfig(eta_schedule="nash_md"), 2)
+    assert gm.step_size(ctx) == pytest.approx(1.0)

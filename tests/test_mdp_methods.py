@@ -30,9 +30,9 @@ import pytest
 
 from copg_jax import train
 from copg_jax.algos import mdp_methods as mm
-from copg_jax.algos.base import StaticConfig
+from copg_jax.algos.base import Ctx, StaticConfig
 from copg_jax.algos.registry import get_method, list_methods
-from copg_jax.envs.mdp import garnet
+from copg_jax.envs.mdp import Trajectories, garnet
 from copg_jax.exact import mdp as em
 from copg_jax.fixed_point import fixed_point
 from copg_jax.kinds import get_kind
@@ -70,7 +70,7 @@ def aux_of(method, mdp, hp, cfg, seed=11):
     behaviour groups), or ``None``."""
     if method.init_aux is None:
         return None
-    return method.init_aux(jax.random.PRNGKey(seed), mdp, hp, cfg)
+    return method.init_aux(Ctx(mdp, hp, cfg), jax.random.PRNGKey(seed))
 
 
 def expected(method, logits, mdp, hp, cfg, aux=None):
@@ -81,7 +81,7 @@ def expected(method, logits, mdp, hp, cfg, aux=None):
 @functools.cache
 def _jit_expected(name, cfg):
     fn = get_method(name, "mdp").expected
-    return jax.jit(lambda logits, mdp, hp, aux: fn(logits, mdp, hp, aux, cfg))
+    return jax.jit(lambda logits, mdp, hp, aux: fn(Ctx(mdp, hp, cfg), logits, aux))
 
 
 def test_registered_methods():
@@ -102,12 +102,12 @@ def test_kind_init_behaviour_groups_and_metrics():
     np.testing.assert_allclose(MDP.probs(logits), jnp.broadcast_to(mdp.ref_policy, (3, 3, 2)))
     cfg = StaticConfig(num_samples=3)
     batch = MDP.behaviour_sample(jax.random.PRNGKey(0), mdp, 500, cfg)
-    assert {k: v.shape for k, v in batch.items()} == {
-        "states": (500, 3, 3), "actions": (500, 3, 3), "rewards": (500, 3, 3)}
+    assert isinstance(batch, Trajectories)
+    assert (batch.states.shape, batch.actions.shape, batch.rewards.shape) == ((500, 3, 3),) * 3
     # Groups share s_0 (the "prompt"); s_0 still covers every state.
-    assert np.all(batch["states"][:, :, 0] == batch["states"][:, :1, 0])
-    assert set(np.asarray(batch["states"][:, 0, 0]).tolist()) == {0, 1, 2}
-    np.testing.assert_allclose(batch["rewards"], mdp.r[batch["states"], batch["actions"]])
+    assert np.all(batch.states[:, :, 0] == batch.states[:, :1, 0])
+    assert set(np.asarray(batch.states[:, 0, 0]).tolist()) == {0, 1, 2}
+    np.testing.assert_allclose(batch.rewards, mdp.r[batch.states, batch.actions])
     hp = hparams("copg")
     target = MDP.target(mdp, hp)
     m = MDP.metrics(mdp, logits, MDP.probs(logits), hp, target)
@@ -129,7 +129,7 @@ def test_kind_is_jit_and_vmap_able_over_instances():
     def f(mdp, key):
         batch = MDP.behaviour_sample(key, mdp, 8, cfg)
         logits = MDP.init_logits(mdp)
-        d = mm.copg_estimate(logits, mdp, hp, batch, None, cfg)
+        d = mm.copg_estimate(Ctx(mdp, hp, cfg), logits, None, batch)
         return d, MDP.metrics(mdp, logits, None, hp, MDP.target(mdp, hp))["regret"]
 
     d, reg = f(mdps, jax.random.split(jax.random.PRNGKey(1), 3))
@@ -157,19 +157,23 @@ def mc_batches(on_policy: bool, k: int, seed: int = 7):
     out = jax.jit(jax.vmap(one))(keys)
     if not on_policy:  # the problem kind's sampler is what the training loop calls
         ref = MDP.behaviour_sample(keys[0], mdp, BATCH, cfg)
-        assert all(np.array_equal(ref[n], out[n][0]) for n in ref)
+        assert all(np.array_equal(a, b[0]) for a, b in zip(jax.tree_util.tree_leaves(ref),
+                                                             jax.tree_util.tree_leaves(out),
+                                                             strict=True))
     return out
 
 
 def mc_estimates(method, mdp, hp, cfg, logits, aux=None):
     batches = mc_batches(method.on_policy, cfg.num_samples)
     if method.on_policy:  # the method's own sampler draws from π
-        b0 = method.sample(jax.random.PRNGKey(0), logits, mdp, hp, None, cfg)
+        b0 = method.sample(Ctx(mdp, hp, cfg), logits, None, jax.random.PRNGKey(0))
         ref = sample_groups(jax.random.PRNGKey(0), mdp, jax.nn.softmax(logits, -1), BATCH,
                             cfg.num_samples)
-        assert all(np.array_equal(ref[n], b0[n]) for n in ref)
-    one = functools.partial(method.estimate, logits, mdp, hp, aux=aux, cfg=cfg)
-    return jax.jit(jax.vmap(lambda b: one(batch=b)))(batches)
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(ref),
+                                                          jax.tree_util.tree_leaves(b0),
+                                                          strict=True))
+    ctx = Ctx(mdp, hp, cfg)
+    return jax.jit(jax.vmap(lambda b: method.estimate(ctx, logits, aux, b)))(batches)
 
 
 def assert_mean_matches(est, exact, what=""):
@@ -252,8 +256,8 @@ def brute_expected(method, mdp, hp, cfg, logits, aux=None):
     st, ac = states[idx], actions[idx]  # [G, k, H]
 
     def one(s, a):
-        batch = {"states": s[None], "actions": a[None], "rewards": mdp.r[s, a][None]}
-        return method.estimate(logits, mdp, hp, batch, aux, cfg)
+        batch = Trajectories(states=s[None], actions=a[None], rewards=mdp.r[s, a][None])
+        return method.estimate(Ctx(mdp, hp, cfg), logits, aux, batch)
 
     est = jax.jit(jax.vmap(one))(st, ac)
     np.testing.assert_allclose(jnp.sum(w), 1.0, atol=1e-12)
@@ -282,9 +286,9 @@ def brute_j(mdp, logits, beta):
     """``J(π) = Σ_τ P_π(τ) R_β^π(τ)`` by enumeration (independent of the exact DPs)."""
     states, actions = all_trajectories(mdp)
     p, _ = trajectory_probs(mdp, jax.nn.softmax(logits, -1), states, actions)
-    traj = {"states": states[None], "actions": actions[None],
-            "rewards": mdp.r[states, actions][None]}
-    a = mm.reg_return(mdp, jax.nn.log_softmax(logits, -1), beta, mm._traj(traj))[0]
+    traj = Trajectories(states=states[None], actions=actions[None],
+                        rewards=mdp.r[states, actions][None])
+    a = mm.reg_return(mdp, jax.nn.log_softmax(logits, -1), beta, traj)[0]
     return jnp.sum(p * a)
 
 
@@ -309,7 +313,7 @@ def test_on_policy_pairwise_copg_is_twice_grad_j():
 
 def solve(name, mdp):
     """Population fixed point (Newton after a short warm start; these are small problems)."""
-    return fixed_point(name, mdp, {"beta": BETA}, problem_kind="mdp", warm_steps=1000)
+    return fixed_point(name, mdp, {"beta": BETA}, warm_steps=1000)
 
 
 def regret_of(mdp, logits):
@@ -346,7 +350,7 @@ def test_pmd_with_eta_beta_one_is_soft_policy_iteration():
     """``ηβ = 1``: ``π_{k+1} ∝ π_ref exp(Q^{π_k}/β)``, exact after H iterations."""
     mdp = small_garnet(2, branching=3, S=6, A=3, H=5, discount=0.9)
     res = train.train("pmd", mdp, {"beta": BETA, "eta": 1 / BETA},
-                      StaticConfig(mode="exact", num_steps=5, log_every=5), problem_kind="mdp")
+                      StaticConfig(mode="exact", num_steps=5, log_every=5))
     assert float(res.metrics["regret"][-1]) < 1e-12
     assert float(res.metrics["regret"][0]) > 0.01
 
@@ -361,8 +365,7 @@ def test_naive_pg_fixed_point_is_not_optimal(seed):
 def test_exact_mode_training_copg_converges():
     mdp = small_garnet(0, branching=1, S=5, A=3, H=4, discount=1.0)
     res = train.train("copg", mdp, {"beta": BETA, "lr": 0.05},
-                      StaticConfig(mode="exact", num_steps=2000, log_every=200),
-                      problem_kind="mdp")
+                      StaticConfig(mode="exact", num_steps=2000, log_every=200))
     reg = np.asarray(res.metrics["regret"])
     assert reg[-1] < 1e-6 < reg[0]
 
@@ -382,7 +385,7 @@ def test_exact_mode_training_copg_converges():
 def test_sampled_run_decreases_regret(name, cfg_kw):
     mdp = garnet(jax.random.PRNGKey(4), 8, 3, 2, 5, behaviour_logit_scale=1.0)
     cfg = StaticConfig(num_steps=300, log_every=30, batch_size=64, dataset_size=2048, **cfg_kw)
-    res = train.train(name, mdp, {"beta": BETA, "lr": 0.05}, cfg, seed=0, problem_kind="mdp")
+    res = train.train(name, mdp, {"beta": BETA, "lr": 0.05}, cfg, seed=0)
     reg = np.asarray(res.metrics["regret"])
     assert reg.shape == (11,) and np.all(np.isfinite(reg))
     assert reg[-1] < 0.25 * reg[0], reg
@@ -390,7 +393,7 @@ def test_sampled_run_decreases_regret(name, cfg_kw):
 
 def test_sampled_mode_rejects_exact_only_pmd():
     with pytest.raises(ValueError, match="exact-only"):
-        train.train("pmd", small_garnet(), None, StaticConfig(), problem_kind="mdp")
+        train.train("pmd", small_garnet(), None, StaticConfig())
 
 
 # ---------------------------------------------------------------------------------------
@@ -434,7 +437,7 @@ def test_copg_direction_at_pi_star_is_the_transition_noise_term():
     mdp = small_garnet(5, branching=2, S=2, A=2, H=3, discount=0.9)
     sol = em.soft_optimal(mdp, BETA)
     states, actions = all_trajectories(mdp)
-    traj = mm._traj({"states": states, "actions": actions, "rewards": mdp.r[states, actions]})
+    traj = Trajectories(states=states, actions=actions, rewards=mdp.r[states, actions])
     ret = mm.reg_return(mdp, sol.log_policy, BETA, traj)
     xi = noise_terms(mdp, sol.V, states, actions)
     np.testing.assert_allclose(ret, np.asarray(sol.V[0])[np.asarray(states[:, 0])] +
@@ -497,10 +500,9 @@ def test_learned_critic_fixed_point_is_the_fitted_models_soft_optimum():
     mdp = small_garnet(0, branching=3, S=5, A=3, H=4, discount=1.0)
     cfg = StaticConfig(mode="exact", dataset_size=500)
     hp = hparams("copg_learned_critic")
-    fp = fixed_point("copg_learned_critic", mdp, {"beta": BETA}, cfg, problem_kind="mdp",
-                     warm_steps=1000)
+    fp = fixed_point("copg_learned_critic", mdp, {"beta": BETA}, cfg, warm_steps=1000)
     assert bool(fp.converged)
-    aux = mm.fit_tabular_critic(jax.random.PRNGKey(0), mdp, hp, cfg)  # the solver's key
+    aux = mm.fit_tabular_critic(Ctx(mdp, hp, cfg), jax.random.PRNGKey(0))  # the solver's key
     assert np.all(np.asarray(aux["visits"]) > 0)
     fitted = mdp.replace(T=aux["T"], r=aux["r"])
     np.testing.assert_allclose(fp.logits, em.soft_optimal(fitted, BETA).log_policy, rtol=0,

@@ -20,7 +20,7 @@ import pytest
 from copg_jax import batch_counts as bc
 from copg_jax import results as rs
 from copg_jax import train
-from copg_jax.algos.base import Method, StaticConfig
+from copg_jax.algos.base import Ctx, Method, StaticConfig
 from copg_jax.algos.registry import _REGISTRY, get_method, register
 from copg_jax.envs.bandit import paper_bandit
 from copg_jax.kinds.bandit import BANDIT
@@ -29,18 +29,18 @@ from copg_jax.sweep import SweepSpec, sweep
 # ------------------------------------------------------------- 1. decomposable default
 
 
-def _batch_baseline_estimate(logits, problem, hp, batch, aux, cfg):
+def _batch_baseline_estimate(ctx, logits, aux, batch):
     """PG with a batch-mean baseline: ``(1/B) Σ_b (r_b − r̄)(e_{y_b} − π)`` on the first arm
     of each pair, ``r̄ = (1/B) Σ_b r_b``: every term depends on the whole batch."""
     probs = jax.nn.softmax(logits)
-    y, r = batch["y"][:, 0], batch["r"][:, 0]
+    y, r = batch.y[:, 0], batch.r[:, 0]
     w = r - jnp.mean(r)
     score = jax.nn.one_hot(y, logits.shape[0], dtype=probs.dtype) - probs
     return w @ score / y.shape[0]
 
 
-def _batch_baseline_expected(logits, problem, hp, aux, cfg):
-    probs = jax.nn.softmax(logits)
+def _batch_baseline_expected(ctx, logits, aux):
+    probs, problem = jax.nn.softmax(logits), ctx.problem
     mu = problem.mu1
     w = problem.rewards - mu @ problem.rewards
     return mu * w - (mu @ w) * probs
@@ -71,9 +71,9 @@ def test_counts_are_a_different_estimator_for_a_batch_mean_baseline():
     batch = BANDIT.behaviour_sample(jax.random.PRNGKey(0), problem, CFG.batch_size, CFG)
     m = _custom_method()
     logits = jnp.zeros(3)
-    raw = m.estimate(logits, problem, m.hparams, batch, None, CFG)
-    counted = bc.direction(m, logits, problem, m.hparams, bc.problem_counts(problem, batch),
-                           None, CFG)
+    ctx = Ctx(problem, m.hparams, CFG)
+    raw = m.estimate(ctx, logits, None, batch)
+    counted = bc.direction(m, ctx, logits, None, bc.problem_counts(problem, batch))
     np.testing.assert_allclose(counted, 0.0, atol=1e-7)  # a single pair has r = r̄
     assert float(jnp.max(jnp.abs(raw))) > 1e-2
 
@@ -186,8 +186,20 @@ def test_md_error_contracts_by_one_minus_eta_beta(eb):
         centre = lambda x: np.asarray(x) - np.mean(np.asarray(x))  # noqa: E731
         logits = jnp.asarray([0.3, -1.0, 0.7])
         e0 = centre(logits) - centre(star)
-        new, _ = md_step(logits, None, problem, hp, 0, CFG)
+        new, _ = md_step(Ctx(problem, hp, CFG, 0), logits, None)
         np.testing.assert_allclose(centre(new) - centre(star), (1 - eb) * e0, atol=1e-12)
+
+
+def _problem_of(kind: str):
+    """A small problem of each kind."""
+    from copg_jax.envs.games import egpo_random
+    from copg_jax.envs.mdp import garnet
+
+    if kind == "bandit":
+        return paper_bandit()
+    if kind == "game":
+        return egpo_random(jax.random.PRNGKey(0), 3)
+    return garnet(jax.random.PRNGKey(0), 3, 2, 2, 3)
 
 
 @pytest.mark.parametrize("name,kind,hp", [("md", "bandit", {"beta": 2.0}),
@@ -209,7 +221,7 @@ def test_eta_times_strength_above_one_refused(name, kind, hp):
 
         validate(SweepSpec("t", kind, [name], {}, 1, cfg, hparams=hp))
     with pytest.raises(ValueError, match=r"^eta: "):
-        train.train(name, None, hp, cfg, problem_kind=kind)
+        train.train(name, _problem_of(kind), hp, cfg)
 
 
 def test_eta_times_strength_one_accepted_and_schedule_exempt():

@@ -30,8 +30,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from copg_jax.algos.base import StaticConfig
+from copg_jax.algos.base import Ctx, StaticConfig
 from copg_jax.algos.registry import get_method, list_methods
+from copg_jax.batches import Groups
 from copg_jax.envs.bandit import Bandit
 from copg_jax.envs.games import PreferenceGame, egpo_random
 from copg_jax.envs.mdp import garnet
@@ -77,10 +78,9 @@ def _bandit_all(problem: Bandit, logits, hp, batch):
     metrics = BANDIT.metrics(problem, logits, jax.nn.softmax(logits), hp, target)
     anchor = jnp.log(problem.ref_probs)  # MDPO's anchor π_k
     aux = {"mdpo": anchor}
-    est = {m: get_method(m).estimate(logits, problem, hp, batch, aux.get(m), CFG)
-           for m in ESTIMATORS}
-    exp = {m: get_method(m).expected(logits, problem, hp, aux.get(m), CFG)
-           for m in ESTIMATORS}
+    ctx = Ctx(problem, hp, CFG)
+    est = {m: get_method(m).estimate(ctx, logits, aux.get(m), batch) for m in ESTIMATORS}
+    exp = {m: get_method(m).expected(ctx, logits, aux.get(m)) for m in ESTIMATORS}
     return metrics, est, exp
 
 
@@ -105,8 +105,8 @@ def test_bandit_metrics_and_estimators_are_finite(k, x64, beta, reward_scale,
         y = rng.integers(0, k, (BATCH, 2))
         y[: BATCH // 2, 0] = np.argmin(np.asarray(problem.mu1))
         y[: BATCH // 2, 1] = np.argmin(np.asarray(problem.mu2))
-        batch = {"y": jnp.asarray(y, jnp.int32), "r": problem.rewards[y],
-                 "pref": f(rng.integers(0, 2, BATCH))}
+        batch = Groups(y=jnp.asarray(y, jnp.int32), r=problem.rewards[y],
+                       pref=f(rng.integers(0, 2, BATCH)))
         hp = {"beta": f(beta), "lr": f(1e-3), "eta": f(1.0), "trunc": f(1.0),
               "clip_eps": f(0.2)}
         metrics, est, exp = _bandit_all(problem, logits, hp, batch)

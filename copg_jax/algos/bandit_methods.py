@@ -20,10 +20,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from copg_jax.algos.base import Method, StaticConfig
+from copg_jax.algos.base import Ctx, Method, StaticConfig
+from copg_jax.algos.common import log_ratio, scatter
 from copg_jax.algos.registry import register
+from copg_jax.batches import Groups
 from copg_jax.envs.bandit import Bandit, sample_rewards
-from copg_jax.kinds.bandit import sample_categorical
+from copg_jax.sampling import sample_categorical
 
 Array = jax.Array
 
@@ -45,18 +47,14 @@ def _reg_reward_all(problem: Bandit, logp: Array, beta) -> Array:
     return problem.rewards - beta * (logp - jnp.log(problem.ref_probs))
 
 
-def _scatter(values: Array, y: Array, k: int) -> Array:
-    """``Σ_b values[b] e_{y[b]}`` as a K-vector (a masked sum; no shape changes)."""
-    return jnp.zeros((k,), values.dtype).at[y.reshape(-1)].add(values.reshape(-1))
-
-
 def _behaviour(problem: Bandit, k: int) -> list[Array]:
     return [problem.mu1 if i % 2 == 0 else problem.mu2 for i in range(k)]
 
 
-def _baseline(problem: Bandit, probs, logp, beta, kind: str):
+def _baseline(problem: Bandit, probs, logp, beta, kind: str | None, cfg: StaticConfig):
     """The baseline ``b``: ``"none"`` 0, ``"value"`` ``E_π[R]``, ``"regularized_value"``
-    ``E_π[R_β^π] = E_π[R] − β KL(π‖π_ref)``, all exact.
+    ``E_π[R_β^π] = E_π[R] − β KL(π‖π_ref)``, all exact. ``kind`` is fixed by the method,
+    or None for the methods that read ``cfg.baseline`` (the one place this is chosen).
 
     Why it matters off-policy: with ``b = E_π[R_β^π]`` the advantage ``a = R_β^π − b``
     has ``E_π[a] = 0``, and any estimator whose expected direction is
@@ -68,6 +66,7 @@ def _baseline(problem: Bandit, probs, logp, beta, kind: str):
     ``E_π[a] = −β KL(π‖π_ref)`` or ``J(π)``, not 0, and the fixed point moves away from π*
     (unless the weights are the exact importance weights, ``w_ν = π``, which makes any
     constant ``b`` drop out: plain IS-PG is unbiased whatever ``b``)."""
+    kind = kind or cfg.baseline
     if kind == "none":
         return jnp.zeros((), probs.dtype)
     if kind == "value":
@@ -78,31 +77,38 @@ def _baseline(problem: Bandit, probs, logp, beta, kind: str):
 def _score_weighted(weights: Array, y: Array, probs: Array) -> Array:
     """``mean_b Σ_i w[b,i] (e_{y[b,i]} − π)``."""
     bsz, k = y.shape
-    return (_scatter(weights, y, probs.shape[0]) - jnp.sum(weights) * probs) / bsz
+    return (scatter(weights, y, probs.shape[0]) - jnp.sum(weights) * probs) / bsz
 
 
-def on_policy_sample(key, logits, problem: Bandit, hp, aux, cfg: StaticConfig):
-    """``B`` groups of k arms drawn from π, with observed rewards."""
+def sample_from(ctx: Ctx, logits, key) -> Groups:
+    """``B`` groups of k arms drawn from ``softmax(logits)``, with observed rewards."""
+    problem, _, cfg, *_ = ctx
     k_y, k_r = jax.random.split(key)
     probs = jax.nn.softmax(logits)
     y = sample_categorical(k_y, probs, (cfg.batch_size, cfg.num_samples))
-    return {"y": y, "r": sample_rewards(k_r, problem, y)}
+    return Groups(y=y, r=sample_rewards(k_r, problem, y))
+
+
+def on_policy_sample(ctx: Ctx, logits, aux, key) -> Groups:
+    """``B`` groups of k arms drawn from π, with observed rewards."""
+    return sample_from(ctx, logits, key)
 
 
 # ------------------------------------------------------------------------------- CoPG
 
 
-def copg_estimate(logits, problem: Bandit, hp, batch, aux, cfg) -> Array:
+def copg_estimate(ctx: Ctx, logits, aux, batch) -> Array:
     """CoPG (CoPG eq. 7, k-sample form): ``Σ_{i<j} (R_β(y_i) − R_β(y_j))(e_{y_i} − e_{y_j})
     / (k − 1)``, which equals ``Σ_i (R_β(y_i) − mean_{j≠i} R_β(y_j)) e_{y_i}``; for a pair
     ``(R_β(y) − R_β(y'))(e_y − e_{y'})``. No importance weights; its expectation vanishes
     only at π* for any behaviour μ1, μ2 with full support (CoPG Thm. 1)."""
+    problem, hp, *_ = ctx
     _, logp = _policy(logits)
-    y, r = batch["y"], batch["r"]
+    y, r = batch.y, batch.r
     a = reg_reward(problem, logp, hp["beta"], y, r)
     k = y.shape[1]
     loo = (jnp.sum(a, axis=1, keepdims=True) - a) / (k - 1)
-    return _scatter(a - loo, y, logits.shape[0]) / y.shape[0]
+    return scatter(a - loo, y, logits.shape[0]) / y.shape[0]
 
 
 def pair_expectation(p: Array, q: Array, a: Array) -> Array:
@@ -110,7 +116,8 @@ def pair_expectation(p: Array, q: Array, a: Array) -> Array:
     return p * a - (q @ a) * p - (p @ a) * q + q * a
 
 
-def copg_expected(logits, problem: Bandit, hp, aux, cfg) -> Array:
+def copg_expected(ctx: Ctx, logits, aux) -> Array:
+    problem, hp, cfg, *_ = ctx
     _, logp = _policy(logits)
     a = _reg_reward_all(problem, logp, hp["beta"])
     nus = _behaviour(problem, cfg.num_samples)
@@ -122,12 +129,13 @@ def copg_expected(logits, problem: Bandit, hp, aux, cfg) -> Array:
     return total / (k - 1)
 
 
-def copg_loss(logits, problem: Bandit, hp, batch) -> Array:
+def copg_loss(ctx: Ctx, logits, aux, batch) -> Array:
     """CoPG surrogate to *maximize* (CoPG eq. 6, pairs): ``(R_{β/2}(y) − R_{β/2}(y'))
     ln(π(y)/π_ref(y)) + (R_{β/2}(y') − R_{β/2}(y)) ln(π(y')/π_ref(y'))`` with
     ``R_{β/2}^π`` not held constant; its gradient is :func:`copg_estimate` (k = 2)."""
+    problem, hp, *_ = ctx
     logp = jax.nn.log_softmax(logits)
-    y, r = batch["y"], batch["r"]
+    y, r = batch.y, batch.r
     half = reg_reward(problem, logp, hp["beta"] / 2, y, r)
     h = logp[y] - jnp.log(problem.ref_probs)[y]
     d = half[:, 0] - half[:, 1]
@@ -137,27 +145,29 @@ def copg_loss(logits, problem: Bandit, hp, batch) -> Array:
 # --------------------------------------------------------------------- naive and IS PG
 
 
-def pg_estimate_with(baseline_kind: str):
+def pg_estimate_with(baseline: str | None):
     """Naive off-policy PG (CoPG §5): ``Σ_i (R_β^π(y_i) − b)(e_{y_i} − π)`` over the
     elements of a group, each ``y_i ~ ν_i`` with no importance weight; ``b`` =
-    :func:`_baseline` of ``baseline_kind`` (fixed by the method, not ``cfg.baseline``).
+    :func:`_baseline` of ``baseline`` (None: ``cfg.baseline``).
     Biased for ``b = 0`` and ``b = E_π[R]``; its fixed point is π* for
     ``b = E_π[R_β^π]`` (:func:`_baseline`)."""
 
-    def estimate(logits, problem: Bandit, hp, batch, aux, cfg) -> Array:
+    def estimate(ctx: Ctx, logits, aux, batch) -> Array:
+        problem, hp, cfg, *_ = ctx
         probs, logp = _policy(logits)
-        a = reg_reward(problem, logp, hp["beta"], batch["y"], batch["r"])
-        b = _baseline(problem, probs, logp, hp["beta"], baseline_kind)
-        return _score_weighted(a - b, batch["y"], probs)
+        a = reg_reward(problem, logp, hp["beta"], batch.y, batch.r)
+        b = _baseline(problem, probs, logp, hp["beta"], baseline, cfg)
+        return _score_weighted(a - b, batch.y, probs)
 
     return estimate
 
 
-def pg_expected_with(baseline_kind: str):
-    def expected(logits, problem: Bandit, hp, aux, cfg) -> Array:
+def pg_expected_with(baseline: str | None):
+    def expected(ctx: Ctx, logits, aux) -> Array:
+        problem, hp, cfg, *_ = ctx
         probs, logp = _policy(logits)
         a = _reg_reward_all(problem, logp, hp["beta"]) - _baseline(
-            problem, probs, logp, hp["beta"], baseline_kind
+            problem, probs, logp, hp["beta"], baseline, cfg
         )
         return sum(nu * a - (nu @ a) * probs for nu in _behaviour(problem, cfg.num_samples))
 
@@ -177,11 +187,12 @@ def is_estimate_with(kind: str, baseline: str | None = None):
     ``min(ρA, clip(ρ, 1 ± ε) A)`` with ``A = R_β − b`` held constant. The baseline ``b``
     is ``cfg.baseline``, or ``baseline`` when given (then fixed by the method)."""
 
-    def estimate(logits, problem: Bandit, hp, batch, aux, cfg) -> Array:
+    def estimate(ctx: Ctx, logits, aux, batch) -> Array:
+        problem, hp, cfg, *_ = ctx
         probs, logp = _policy(logits)
-        y = batch["y"]
-        adv = reg_reward(problem, logp, hp["beta"], y, batch["r"]) - _baseline(
-            problem, probs, logp, hp["beta"], baseline or cfg.baseline
+        y = batch.y
+        adv = reg_reward(problem, logp, hp["beta"], y, batch.r) - _baseline(
+            problem, probs, logp, hp["beta"], baseline, cfg
         )
         nu = jnp.stack(_behaviour(problem, y.shape[1]))  # [k, K]
         rho = probs[y] / nu[jnp.arange(y.shape[1])[None, :], y]
@@ -228,10 +239,11 @@ def _clipped_advantage_mean(problem: Bandit, adv: Array, rho: Array, eps) -> Arr
 
 
 def is_expected_with(kind: str, baseline: str | None = None):
-    def expected(logits, problem: Bandit, hp, aux, cfg) -> Array:
+    def expected(ctx: Ctx, logits, aux) -> Array:
+        problem, hp, cfg, *_ = ctx
         probs, logp = _policy(logits)
         adv = _reg_reward_all(problem, logp, hp["beta"]) - _baseline(
-            problem, probs, logp, hp["beta"], baseline or cfg.baseline
+            problem, probs, logp, hp["beta"], baseline, cfg
         )
         total = jnp.zeros_like(logits)
         for nu in _behaviour(problem, cfg.num_samples):
@@ -251,20 +263,22 @@ def is_expected_with(kind: str, baseline: str | None = None):
 # ------------------------------------------------------------------------ on-policy
 
 
-def rloo_estimate(logits, problem: Bandit, hp, batch, aux, cfg) -> Array:
+def rloo_estimate(ctx: Ctx, logits, aux, batch) -> Array:
     """RLOO on ``R_β^π`` with y_1..y_k ~ π: ``Σ_i (R_β(y_i) − mean_{j≠i} R_β(y_j))
     ∇ln π(y_i)`` (summed over the group; expectation ``k ∇J``). On the same samples it
     equals k-sample CoPG exactly (the π terms cancel)."""
+    problem, hp, *_ = ctx
     probs, logp = _policy(logits)
-    y = batch["y"]
-    a = reg_reward(problem, logp, hp["beta"], y, batch["r"])
+    y = batch.y
+    a = reg_reward(problem, logp, hp["beta"], y, batch.r)
     k = y.shape[1]
     loo = (jnp.sum(a, axis=1, keepdims=True) - a) / (k - 1)
     return _score_weighted(a - loo, y, probs)
 
 
-def rloo_expected(logits, problem: Bandit, hp, aux, cfg) -> Array:
+def rloo_expected(ctx: Ctx, logits, aux) -> Array:
     """``k ∇J = k π ∘ (R_β^π − J)``."""
+    problem, hp, cfg, *_ = ctx
     probs, logp = _policy(logits)
     a = _reg_reward_all(problem, logp, hp["beta"])
     return cfg.num_samples * probs * (a - probs @ a)
@@ -274,15 +288,11 @@ def rloo_expected(logits, problem: Bandit, hp, aux, cfg) -> Array:
 
 
 def _pref_pairs(batch):
-    y = batch["y"]
-    z = batch["pref"] > 0.5
+    y = batch.y
+    z = batch.pref > 0.5
     w = jnp.where(z, y[:, 0], y[:, 1])
     lo = jnp.where(z, y[:, 1], y[:, 0])
     return w, lo
-
-
-def _h(problem: Bandit, logp):
-    return logp - jnp.log(problem.ref_probs)
 
 
 def ipo_pair_direction(hw_minus_hl, beta):
@@ -296,19 +306,21 @@ def dpo_pair_direction(hw_minus_hl, beta):
 
 
 def pref_estimate_with(pair_direction):
-    def estimate(logits, problem: Bandit, hp, batch, aux, cfg) -> Array:
-        h = _h(problem, jax.nn.log_softmax(logits))
+    def estimate(ctx: Ctx, logits, aux, batch) -> Array:
+        problem, hp, *_ = ctx
+        h = log_ratio(problem, jax.nn.log_softmax(logits))
         w, lo = _pref_pairs(batch)
         c = pair_direction(h[w] - h[lo], hp["beta"])
         k = logits.shape[0]
-        return (_scatter(c, w, k) - _scatter(c, lo, k)) / w.shape[0]
+        return (scatter(c, w, k) - scatter(c, lo, k)) / w.shape[0]
 
     return estimate
 
 
 def pref_expected_with(pair_direction):
-    def expected(logits, problem: Bandit, hp, aux, cfg) -> Array:
-        h = _h(problem, jax.nn.log_softmax(logits))
+    def expected(ctx: Ctx, logits, aux) -> Array:
+        problem, hp, *_ = ctx
+        h = log_ratio(problem, jax.nn.log_softmax(logits))
         p_win = jax.nn.sigmoid(problem.rewards[:, None] - problem.rewards[None, :])
         # weight of (winner=i, loser=j): μ1(i)μ2(j)σ(R_i−R_j) + μ1(j)μ2(i)σ(R_i−R_j)
         pair = problem.mu1[:, None] * problem.mu2[None, :]
@@ -319,16 +331,18 @@ def pref_expected_with(pair_direction):
     return expected
 
 
-def ipo_loss(logits, problem: Bandit, hp, batch) -> Array:
+def ipo_loss(ctx: Ctx, logits, aux, batch) -> Array:
     """IPO loss to minimize (Azar et al. 2023), τ = β: ``(h_w − h_l − 1/(2τ))²``."""
-    h = _h(problem, jax.nn.log_softmax(logits))
+    problem, hp, *_ = ctx
+    h = log_ratio(problem, jax.nn.log_softmax(logits))
     w, lo = _pref_pairs(batch)
     return jnp.mean((h[w] - h[lo] - 1.0 / (2.0 * hp["beta"])) ** 2)
 
 
-def dpo_loss(logits, problem: Bandit, hp, batch) -> Array:
+def dpo_loss(ctx: Ctx, logits, aux, batch) -> Array:
     """DPO loss to minimize (Rafailov et al. 2023): ``−ln σ(β (h_w − h_l))``."""
-    h = _h(problem, jax.nn.log_softmax(logits))
+    problem, hp, *_ = ctx
+    h = log_ratio(problem, jax.nn.log_softmax(logits))
     w, lo = _pref_pairs(batch)
     return jnp.mean(-jax.nn.log_sigmoid(hp["beta"] * (h[w] - h[lo])))
 
@@ -336,28 +350,32 @@ def dpo_loss(logits, problem: Bandit, hp, batch) -> Array:
 # ------------------------------------------------------------------ mirror descent
 
 
-def md_step(logits, aux, problem: Bandit, hp, t, cfg):
+def md_step(ctx: Ctx, logits, aux):
     """Linearized mirror descent / NPG: ``π_{t+1} ∝ π_t^{1−ηβ} π_ref^{ηβ} e^{ηR}``."""
+    problem, hp, *_ = ctx
     eb = hp["eta"] * hp["beta"]
     new = (1 - eb) * jax.nn.log_softmax(logits) + eb * jnp.log(problem.ref_probs)
     return jax.nn.log_softmax(new + hp["eta"] * problem.rewards), aux
 
 
-def md_proximal_step(logits, aux, problem: Bandit, hp, t, cfg):
+def md_proximal_step(ctx: Ctx, logits, aux):
     """Proximal mirror descent: ``π_{t+1} ∝ (π_t π_ref^{ηβ} e^{ηR})^{1/(1+ηβ)}``."""
+    problem, hp, *_ = ctx
     eta, beta = hp["eta"], hp["beta"]
     new = jax.nn.log_softmax(logits) + eta * beta * jnp.log(problem.ref_probs)
     return jax.nn.log_softmax((new + eta * problem.rewards) / (1 + eta * beta)), aux
 
 
-def mmd_init(key, problem: Bandit, hp, cfg):
+def mmd_init(ctx: Ctx, key):
+    problem = ctx.problem
     return jnp.log(problem.ref_probs)  # magnet logits
 
 
-def mmd_step(logits, magnet, problem: Bandit, hp, t, cfg):
+def mmd_step(ctx: Ctx, logits, magnet):
     """Magnetic mirror descent (Sokota et al. 2023): ``π_{t+1} ∝ (π_t e^{ηR}
     m^{ηβ})^{1/(1+ηβ)}`` with magnet m = π_ref; with ``magnet_lr = α > 0`` the magnet moves,
     ``m_{t+1} ∝ m_t^{1−α} π_{t+1}^α`` (its fixed point is then no longer π*)."""
+    problem, hp, *_ = ctx
     eta, beta = hp["eta"], hp["beta"]
     new = jax.nn.log_softmax(logits) + eta * problem.rewards + eta * beta * magnet
     new = jax.nn.log_softmax(new / (1 + eta * beta))
@@ -369,17 +387,20 @@ def mmd_step(logits, magnet, problem: Bandit, hp, t, cfg):
 # ------------------------------------------------------------------------------ MDPO
 
 
-def mdpo_init(key, problem: Bandit, hp, cfg):
+def mdpo_init(ctx: Ctx, key):
+    problem = ctx.problem
     return jnp.log(problem.ref_probs)  # anchor π_k (logits)
 
 
-def mdpo_pre_step(logits, anchor, problem, hp, t, cfg):
+def mdpo_pre_step(ctx: Ctx, logits, anchor):
     """The anchor π_k is the current policy every ``m = cfg.inner_steps`` updates."""
+    _, _, cfg, t = ctx
     return jnp.where(t % cfg.inner_steps == 0, jax.nn.log_softmax(logits), anchor)
 
 
-def mdpo_sample(key, logits, problem: Bandit, hp, anchor, cfg):
-    return on_policy_sample(key, anchor, problem, hp, None, cfg)
+def mdpo_sample(ctx: Ctx, logits, anchor, key) -> Groups:
+    """MDPO's data: groups drawn from the anchor policy π_k."""
+    return sample_from(ctx, anchor, key)
 
 
 def _mdpo_f(problem, logp, logp_k, hp, y, r):
@@ -390,18 +411,20 @@ def _mdpo_f(problem, logp, logp_k, hp, y, r):
     return adv - (logp[y] - logp_k[y]) / hp["eta"]
 
 
-def mdpo_estimate(logits, problem: Bandit, hp, batch, anchor, cfg) -> Array:
+def mdpo_estimate(ctx: Ctx, logits, anchor, batch) -> Array:
     """MDPO (Tomar et al. 2022): ascent on ``E_{y~π_k}[(π/π_k)(y) A(y)] − (1/η)KL(π‖π_k)``
     estimated from y ~ π_k: ``ρ (A − (1/η) ln(π/π_k))(e_y − π)``, ρ = π/π_k."""
+    problem, hp, *_ = ctx
     probs, logp = _policy(logits)
     logp_k = jax.nn.log_softmax(anchor)
-    y = batch["y"]
+    y = batch.y
     rho = jnp.exp(logp[y] - logp_k[y])
-    f = _mdpo_f(problem, logp, logp_k, hp, y, batch["r"])
+    f = _mdpo_f(problem, logp, logp_k, hp, y, batch.r)
     return _score_weighted(rho * f, y, probs) / y.shape[1]
 
 
-def mdpo_expected(logits, problem: Bandit, hp, anchor, cfg) -> Array:
+def mdpo_expected(ctx: Ctx, logits, anchor) -> Array:
+    problem, hp, *_ = ctx
     probs, logp = _policy(logits)
     logp_k = jax.nn.log_softmax(anchor)
     y = jnp.arange(logits.shape[0])

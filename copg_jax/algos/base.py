@@ -1,35 +1,41 @@
 """The one interface every method implements.
 
-A method is a frozen record of pure functions (optax-style: no hidden state). The training
-loop in :mod:`copg_jax.train` drives all of them the same way:
+A method is a frozen record of pure functions (optax-style: no hidden state). Every
+function of a method takes the same first three arguments, ``(ctx, logits, aux)``, where
+``ctx`` is a :class:`Ctx` (problem, hyperparameter leaves, static config, step index):
 
-* **gradient methods** provide ``estimate(logits, problem, hp, batch, aux, cfg)``, an
-  *ascent* direction in logit space computed from a batch of data, and its exact twin
-  ``expected(logits, problem, hp, aux, cfg)``, the expectation of ``estimate`` over the
-  data distribution (a finite sum, no sampling). An optax optimizer applies ``-direction``.
-* **closed-form methods** (mirror descent, MMD, exact Nash-MD, PMD, ...) provide
-  ``exact_step(logits, aux, problem, hp, t, cfg) -> (logits, aux)`` acting on logits
-  directly. A method may have both (e.g. Nash-MD: closed form when exact, a sampled
-  regression loss when sampled).
+* ``estimate(ctx, logits, aux, batch)``: an *ascent* direction in logit space from a
+  batch of data (a typed record of the problem kind, :mod:`copg_jax.batches`);
+* ``expected(ctx, logits, aux)``: its exact twin, the expectation of ``estimate`` over the
+  data distribution (a finite sum, no sampling). An optax optimizer applies ``-direction``;
+* ``exact_step(ctx, logits, aux) -> (logits, aux)``: a closed-form update acting on logits
+  directly (mirror descent, MMD, Nash-MD's closed form, PMD, ...). A method may have
+  both an estimator and a closed form;
+* ``sample(ctx, logits, aux, key) -> batch``: its on-policy sampler;
+* ``pre_step(ctx, logits, aux) -> aux``: refreshes extra state before every update
+  (e.g. MDPO's anchor policy);
+* ``init_aux(ctx, key) -> aux``: extra state (moving magnet, anchor policy, ...).
 
 Data in sampled mode comes from one of three sources (``cfg.data``):
 
 * ``"offline"``: a fixed dataset drawn once per seed from the problem's behaviour
   distributions, reshuffled every epoch and cut into minibatches (remainder dropped);
 * ``"fresh"``: a new batch from the behaviour distributions at every step;
-* ``"on_policy"``: the method's own ``sample(key, logits, problem, hp, aux, cfg)``
-  (draws from π, or from a geometric mixture). On-policy methods always use it.
+* ``"on_policy"``: the method's own ``sample`` (draws from π, or from a geometric
+  mixture). On-policy methods always use it.
 
 Hyperparameters are a flat ``dict[str, scalar array]`` (pytree leaves: vmappable, so a
-grid of values compiles once). Structure (sizes, step counts, optimizer kind, number of
-samples) lives in the hashable :class:`StaticConfig`.
+grid of values compiles once); each method declares the ones it reads, with defaults
+(``Method.hparams``) and domains (the standard ones of :data:`HPARAM_DOMAINS`, or its own in
+``Method.domains``). Structure (sizes, step counts, optimizer kind, number of samples)
+lives in the hashable :class:`StaticConfig`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -38,17 +44,20 @@ from copg_jax import validation as v
 from copg_jax.dtypes import float_dtype
 
 Array = jax.Array
-Batch = Mapping[str, Array]
+Batch = Any  # a batch record of the problem kind (copg_jax.batches, Trajectories)
 HParams = Mapping[str, Array]
 
-PROBLEM_KINDS = ("bandit", "game", "mdp")
 DATA_SOURCES = ("offline", "fresh", "on_policy")
 OPTIMIZERS = ("adam", "sgd")
 MODES = ("sampled", "exact")
 STEP_RTOL = 1e-9  # eta = 1/beta computed in floating point may give eta·beta = 1 + 1 ulp
 
-# Domain of every numeric hyperparameter: (low, high, low_open, high_open).
-HPARAM_DOMAINS: dict[str, tuple[float, float, bool, bool]] = {
+#: A hyperparameter's domain: ``(low, high, low_open, high_open)``.
+Domain = tuple[float, float, bool, bool]
+
+#: The standard hyperparameters and their domains; a method that reads another one
+#: declares its domain in ``Method.domains``.
+HPARAM_DOMAINS: dict[str, Domain] = {
     "beta": (0.0, np.inf, True, True),  # KL strength, > 0
     "tau": (0.0, np.inf, True, True),  # game regularization, > 0
     "lr": (0.0, np.inf, True, True),  # optimizer learning rate, > 0
@@ -125,24 +134,40 @@ class StaticConfig:
         return dataclasses.replace(self, **kw)
 
 
+class Ctx(NamedTuple):
+    """What every function of a method receives first (built inside the traced step).
+
+    Attributes:
+      problem: the problem instance (its type names its kind, :func:`copg_jax.kinds.kind_of`).
+      hp: the hyperparameters as scalar leaves (``{"beta": ..., "lr": ...}``).
+      cfg: the static configuration.
+      t: the unbatched int32 step index of the update (0 at initialization).
+    """
+
+    problem: Any
+    hp: HParams
+    cfg: StaticConfig
+    t: Array | int = 0
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
     """A method: pure functions plus the facts the harness needs about them.
 
     Attributes:
       name: the registry name used by every CLI and results file.
-      problem: ``"bandit"``, ``"game"`` or ``"mdp"``.
-      hparams: names of the numeric hyperparameters it reads, with defaults.
+      kind: the name of its problem kind (``"bandit"``, ``"game"``, ``"mdp"``, or any
+        kind registered with :func:`copg_jax.kinds.register_kind`).
+      hparams: the numeric hyperparameters it reads, with defaults.
       doc: one line: the update rule and the paper.
       on_policy: sampled mode draws with ``sample`` (ignores ``cfg.data``).
       estimate / expected: gradient estimator and its exact twin (ascent directions).
       exact_step: closed-form update used in exact mode (takes precedence over
         ``expected``). Methods with only ``exact_step`` are exact-only.
       sample: on-policy batch sampler.
-      init_aux(key, problem, hp, cfg): extra state (moving magnet, anchor policy, ...),
-        default ``None``.
-      pre_step(logits, aux, problem, hp, t, cfg) -> aux: called before every update
-        (e.g. MDPO refreshes its anchor policy π_k every ``cfg.inner_steps`` updates).
+      init_aux(ctx, key): extra state (moving magnet, anchor policy, ...), default ``None``.
+      pre_step(ctx, logits, aux) -> aux: called before every update (e.g. MDPO refreshes
+        its anchor policy π_k every ``cfg.inner_steps`` updates).
       lookahead: extragradient (EGPO): a half step ``θ_{t+½}`` of the optimizer along
         ``g(θ_t)``, then the direction is evaluated again at ``θ_t`` with the look-ahead
         logits passed as ``aux`` (they supply the opponent) and applied from ``θ_t``
@@ -161,10 +186,12 @@ class Method:
         (:mod:`copg_jax.batch_counts`). Default False (the raw batch is always correct):
         a method opts in only when that identity holds. Not e.g. self-normalized IS or
         a batch-mean baseline, whose terms depend on the whole batch.
+      domains: domains of hyperparameters outside :data:`HPARAM_DOMAINS` (or narrower
+        ones for this method), ``name -> (low, high, low_open, high_open)``.
     """
 
     name: str
-    problem: str
+    kind: str
     hparams: Mapping[str, float]
     doc: str
     on_policy: bool = False
@@ -178,12 +205,16 @@ class Method:
     num_samples_free: bool = False
     decomposable: bool = False
     step_strength: str | None = None
+    domains: Mapping[str, Domain] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        v.check_choice("problem", self.problem, PROBLEM_KINDS)
-        unknown = set(self.hparams) - set(HPARAM_DOMAINS)
+        from copg_jax.kinds import kind_names
+
+        v.check_choice("kind", self.kind, kind_names())
+        unknown = set(self.hparams) - set(HPARAM_DOMAINS) - set(self.domains)
         if unknown:
-            raise ValueError(f"hparams: {self.name} names unknown hyperparameters {unknown}")
+            raise ValueError(f"hparams: {self.name} names hyperparameters without a domain "
+                             f"{sorted(unknown)}; declare them in domains=")
         if self.estimate is None and self.exact_step is None and self.expected is None:
             raise ValueError(f"{self.name}: needs estimate, expected or exact_step")
         if self.lookahead and (self.init_aux is not None or self.pre_step is not None):
@@ -222,18 +253,31 @@ class Method:
                 f"{eta * strength:g}); use eta <= 1/{s} = {1.0 / strength:g}"
             )
 
+    def domain(self, name: str) -> Domain | None:
+        """The domain of hyperparameter ``name`` for this method (its own, else the
+        standard one); None for a name no registered method knows."""
+        if name in self.domains:
+            return self.domains[name]
+        if name in HPARAM_DOMAINS:
+            return HPARAM_DOMAINS[name]
+        from copg_jax.algos.registry import known_domains
+
+        return known_domains().get(name)
+
     def resolve_hparams(self, hp: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Fills defaults, refuses unknown names and out-of-domain values (when concrete)."""
-        hp = dict(hp or {})
+        """Fills defaults, refuses unknown names and out-of-domain values (when concrete).
+        A name this method does not read is kept (a sweep shares one setting among its
+        methods) if some method knows it."""
         out = dict(self.hparams)
-        for k, val in hp.items():
-            if k not in HPARAM_DOMAINS:
-                raise ValueError(
-                    f"hparams: unknown hyperparameter {k!r}; known: {sorted(HPARAM_DOMAINS)}"
-                )
+        for k, val in dict(hp or {}).items():
+            if self.domain(k) is None:
+                from copg_jax.algos.registry import known_domains
+
+                known = sorted({*HPARAM_DOMAINS, *known_domains()})
+                raise ValueError(f"hparams: unknown hyperparameter {k!r}; known: {known}")
             out[k] = val
         for k, val in out.items():
-            lo, hi, lo_open, hi_open = HPARAM_DOMAINS[k]
+            lo, hi, lo_open, hi_open = self.domain(k)
             v.check_in_range(k, val, lo, hi, lo_open=lo_open, hi_open=hi_open)
             v.check_representable(k, val, float_dtype())
         return out

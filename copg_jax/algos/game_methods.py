@@ -72,10 +72,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from copg_jax.algos.base import Method, StaticConfig
+from copg_jax.algos.base import Ctx, Method
+from copg_jax.algos.common import log_ratio, scatter
 from copg_jax.algos.registry import register
+from copg_jax.batches import Pairs, Regression
 from copg_jax.envs.games import PreferenceGame, sample_preferences
-from copg_jax.kinds.bandit import sample_categorical
+from copg_jax.sampling import sample_categorical
 
 Array = jax.Array
 
@@ -83,8 +85,9 @@ Array = jax.Array
 # ---------------------------------------------------------------------------- helpers
 
 
-def step_size(hp, t, cfg: StaticConfig) -> Array:
+def step_size(ctx: Ctx) -> Array:
     """``η_t``: hp ``eta`` (constant schedule) or ``2/(τ(t+2))`` (NLHF Thm. 1)."""
+    _, hp, cfg, t = ctx
     tau = hp["tau"]
     if cfg.eta_schedule == "nash_md":
         return 2.0 / (tau * (jnp.asarray(t).astype(jnp.result_type(tau)) + 2.0))
@@ -96,17 +99,9 @@ def geometric_mixture(log_pi: Array, log_mu: Array, a) -> Array:
     return jax.nn.log_softmax((1.0 - a) * log_pi + a * log_mu)
 
 
-def _h(game: PreferenceGame, logp: Array) -> Array:
-    return logp - jnp.log(game.ref_probs)
-
-
-def _scatter(values: Array, y: Array, k: int) -> Array:
-    return jnp.zeros((k,), values.dtype).at[y.reshape(-1)].add(values.reshape(-1))
-
-
 def _pair_direction(c: Array, y: Array, k: int) -> Array:
     """``mean_b c[b] (e_{y[b,0]} − e_{y[b,1]})``."""
-    return (_scatter(c, y[:, 0], k) - _scatter(c, y[:, 1], k)) / y.shape[0]
+    return (scatter(c, y[:, 0], k) - scatter(c, y[:, 1], k)) / y.shape[0]
 
 
 def md_logits(log_pi: Array, game: PreferenceGame, eta, tau, opponent: Array) -> Array:
@@ -125,50 +120,54 @@ def coupled_mixture(hp, k: int) -> Array:
     return 4.0 * hp["lr"] / k
 
 
-def nash_md_opponent(logits, game: PreferenceGame, hp, aux) -> Array:
+def nash_md_opponent(ctx: Ctx, logits, aux) -> Array:
     """Nash-MD's opponent: the geometric mixture ``π^μ ∝ π^{1−a} μ^{a}``, ``a = 4 lr/K``
     (NLHF's ``ητ`` coupled to the regression step, module doc)."""
+    game, hp, *_ = ctx
     a = coupled_mixture(hp, logits.shape[-1])
     return jnp.exp(geometric_mixture(jax.nn.log_softmax(logits), jnp.log(game.ref_probs), a))
 
 
-def omd_opponent(logits, game: PreferenceGame, hp, aux) -> Array:
+def omd_opponent(ctx: Ctx, logits, aux) -> Array:
     """OMD / Online IPO 1's opponent: the current policy π."""
     return jax.nn.softmax(logits)
 
 
-def egpo_opponent(logits, game: PreferenceGame, hp, aux) -> Array:
+def egpo_opponent(ctx: Ctx, logits, aux) -> Array:
     """EGPO's opponent: the look-ahead policy ``π_{t+½} = softmax(aux)`` when the training
     loop passes the look-ahead logits as ``aux``, else (the half step) the current π."""
     return jax.nn.softmax(logits if aux is None else aux)
 
 
 def regression_sample_with(opponent):
-    def sample(key, logits, game: PreferenceGame, hp, aux, cfg: StaticConfig):
+    def sample(ctx: Ctx, logits, aux, key) -> Regression:
         """``y, y'`` uniform, ``y'' ~ ν``, outcomes ``z = 1{y ≻ y''}``, ``z' = 1{y' ≻ y''}``."""
+        game, _, cfg, *_ = ctx
         k_y, k_o, k_z = jax.random.split(key, 3)
         b = cfg.batch_size
         y = jax.random.randint(k_y, (b, 2), 0, game.num_actions, dtype=jnp.int32)
-        y2 = sample_categorical(k_o, opponent(logits, game, hp, aux), (b,))
-        return {"y": y, "y2": y2, "pref": sample_preferences(k_z, game, y, y2[:, None])}
+        y2 = sample_categorical(k_o, opponent(ctx, logits, aux), (b,))
+        return Regression(y=y, y2=y2, pref=sample_preferences(k_z, game, y, y2[:, None]))
 
     return sample
 
 
-def regression_estimate(logits, game: PreferenceGame, hp, batch, aux, cfg) -> Array:
+def regression_estimate(ctx: Ctx, logits, aux, batch) -> Array:
     """EGPO's sampled regression form: minus the gradient of
     ``mean_b (h(y) − h(y') − (z − z')/τ)²``, i.e. ``−2 mean_b r_b (e_{y_b} − e_{y'_b})``."""
-    h = _h(game, jax.nn.log_softmax(logits))
-    y, z = batch["y"], batch["pref"]
+    game, hp, *_ = ctx
+    h = log_ratio(game, jax.nn.log_softmax(logits))
+    y, z = batch.y, batch.pref
     r = h[y[:, 0]] - h[y[:, 1]] - (z[:, 0] - z[:, 1]) / hp["tau"]
     return _pair_direction(-2.0 * r, y, logits.shape[0])
 
 
 def regression_expected_with(opponent):
-    def expected(logits, game: PreferenceGame, hp, aux, cfg) -> Array:
+    def expected(ctx: Ctx, logits, aux) -> Array:
         """``E = −2 E_{y,y'~U}[(g(y) − g(y'))(e_y − e_{y'})] = −(4/K)(g − mean g)``,
         ``g = h − Pν/τ``."""
-        g = _h(game, jax.nn.log_softmax(logits)) - game.P @ opponent(logits, game, hp, aux) \
+        game, hp, *_ = ctx
+        g = log_ratio(game, jax.nn.log_softmax(logits)) - game.P @ opponent(ctx, logits, aux) \
             / hp["tau"]
         return -(4.0 / logits.shape[0]) * (g - jnp.mean(g))
 
@@ -178,11 +177,12 @@ def regression_expected_with(opponent):
 # ---------------------------------------------------------------------------- Nash-MD
 
 
-def nash_md_step(logits, aux, game: PreferenceGame, hp, t, cfg):
+def nash_md_step(ctx: Ctx, logits, aux):
     """``nash_md_cf``, Nash-MD (NLHF, tabular, closed form): ``π_t^μ ∝ π_t^{1−ητ} μ^{ητ}``, then
     ``ln π_{t+1} = (1−ητ) ln π_t + ητ ln μ + η P(y ≻ π_t^μ) + c``. With
     ``η_t = 2/(τ(t+2))``: ``KL(π*_τ ‖ π_T) ≤ 8/(τ²(T+1))`` (NLHF Thm. 1)."""
-    eta, tau = step_size(hp, t, cfg), hp["tau"]
+    game, hp, *_ = ctx
+    eta, tau = step_size(ctx), hp["tau"]
     log_pi = jax.nn.log_softmax(logits)
     mix = jnp.exp(geometric_mixture(log_pi, jnp.log(game.ref_probs), eta * tau))
     return md_logits(log_pi, game, eta, tau, mix), aux
@@ -191,23 +191,25 @@ def nash_md_step(logits, aux, game: PreferenceGame, hp, t, cfg):
 # ------------------------------------------------------------------------- OMD / EGPO
 
 
-def omd_step(logits, aux, game: PreferenceGame, hp, t, cfg):
+def omd_step(ctx: Ctx, logits, aux):
     """``omd_cf``, OMD = Online IPO 1 (EGPO), closed form:
     ``ln π_{t+1} = (1−ητ) ln π_t + ητ ln μ + η P(y ≻ π_t) + c``.
     Its fixed point is ``π*_τ``; guarantees are for the average iterate."""
-    eta = step_size(hp, t, cfg)
+    game, hp, *_ = ctx
+    eta = step_size(ctx)
     log_pi = jax.nn.log_softmax(logits)
     return md_logits(log_pi, game, eta, hp["tau"], jnp.exp(log_pi)), aux
 
 
-def egpo_step(logits, aux, game: PreferenceGame, hp, t, cfg):
+def egpo_step(ctx: Ctx, logits, aux):
     """``egpo_cf``, EGPO (EGPO Alg. 1, tabular, closed form; extragradient of Cen et al.
     2021), in log space: look-ahead
     ``ln π_{t+½} = (1−ητ) ln π_t + ητ ln μ + η P(y ≻ π_t) + c``, then from the current point
     ``ln π_{t+1} = (1−ητ) ln π_t + ητ ln μ + η P(y ≻ π_{t+½}) + c``.
     Linear last-iterate convergence to ``π*_τ`` for ``η`` small enough (of order
     ``1/(τ + ‖P − ½11ᵀ‖)``); its fixed point is ``π*_τ`` for every ``η``."""
-    eta, tau = step_size(hp, t, cfg), hp["tau"]
+    game, hp, *_ = ctx
+    eta, tau = step_size(ctx), hp["tau"]
     log_pi = jax.nn.log_softmax(logits)
     half = md_logits(log_pi, game, eta, tau, jnp.exp(log_pi))
     return md_logits(log_pi, game, eta, tau, jnp.exp(half)), aux
@@ -216,27 +218,30 @@ def egpo_step(logits, aux, game: PreferenceGame, hp, t, cfg):
 # ----------------------------------------------------------------------- Online IPO 2
 
 
-def pair_sample(key, logits, game: PreferenceGame, hp, aux, cfg: StaticConfig):
+def pair_sample(ctx: Ctx, logits, aux, key) -> Pairs:
     """``y, y' ~ π`` i.i.d., outcome ``z = 1{y ≻ y'}``."""
+    game, _, cfg, *_ = ctx
     k_y, k_z = jax.random.split(key)
     y = sample_categorical(k_y, jax.nn.softmax(logits), (cfg.batch_size, 2))
-    return {"y": y, "pref": sample_preferences(k_z, game, y[:, 0], y[:, 1])}
+    return Pairs(y=y, pref=sample_preferences(k_z, game, y[:, 0], y[:, 1]))
 
 
-def online_ipo2_estimate(logits, game: PreferenceGame, hp, batch, aux, cfg) -> Array:
+def online_ipo2_estimate(ctx: Ctx, logits, aux, batch) -> Array:
     """Online IPO 2 (EGPO): ``y, y' ~ π``, minus the gradient of
     ``(h(y) − h(y') − (z − ½)/τ)²`` (samples held fixed):
     ``−2 (h(y) − h(y') − (z − ½)/τ)(e_y − e_{y'})``, ``z ~ Bernoulli(P[y, y'])``."""
-    h = _h(game, jax.nn.log_softmax(logits))
-    y = batch["y"]
-    r = h[y[:, 0]] - h[y[:, 1]] - (batch["pref"] - 0.5) / hp["tau"]
+    game, hp, *_ = ctx
+    h = log_ratio(game, jax.nn.log_softmax(logits))
+    y = batch.y
+    r = h[y[:, 0]] - h[y[:, 1]] - (batch.pref - 0.5) / hp["tau"]
     return _pair_direction(-2.0 * r, y, logits.shape[0])
 
 
-def online_ipo2_expected(logits, game: PreferenceGame, hp, aux, cfg) -> Array:
+def online_ipo2_expected(ctx: Ctx, logits, aux) -> Array:
     """``−4(π∘h − (π·h)π) + (2/τ) π∘(Pπ − Pᵀπ)``; it vanishes exactly at ``π*_τ``."""
+    game, hp, *_ = ctx
     probs, logp = jax.nn.softmax(logits), jax.nn.log_softmax(logits)
-    h = _h(game, logp)
+    h = log_ratio(game, logp)
     return (-4.0 * (probs * h - (probs @ h) * probs)
             + (2.0 / hp["tau"]) * probs * (game.P @ probs - game.P.T @ probs))
 
@@ -244,31 +249,34 @@ def online_ipo2_expected(logits, game: PreferenceGame, hp, aux, cfg) -> Array:
 # ------------------------------------------------------------------------ Nash-MD-PG
 
 
-def nash_md_pg_sample(key, logits, game: PreferenceGame, hp, aux, cfg: StaticConfig):
+def nash_md_pg_sample(ctx: Ctx, logits, aux, key) -> Pairs:
     """``y ~ π``, ``y' ~ π^β ∝ π^{1−β} μ^β`` (β = hp ``mix``), outcome ``z = 1{y ≻ y'}``."""
+    game, hp, cfg, *_ = ctx
     k_y, k_o, k_z = jax.random.split(key, 3)
     logp = jax.nn.log_softmax(logits)
     mix = jnp.exp(geometric_mixture(logp, jnp.log(game.ref_probs), hp["mix"]))
     y0 = sample_categorical(k_y, jnp.exp(logp), (cfg.batch_size,))
     y1 = sample_categorical(k_o, mix, (cfg.batch_size,))
     y = jnp.stack([y0, y1], axis=1)
-    return {"y": y, "pref": sample_preferences(k_z, game, y0, y1)}
+    return Pairs(y=y, pref=sample_preferences(k_z, game, y0, y1))
 
 
-def nash_md_pg_estimate(logits, game: PreferenceGame, hp, batch, aux, cfg) -> Array:
+def nash_md_pg_estimate(ctx: Ctx, logits, aux, batch) -> Array:
     """Nash-MD-PG (NLHF): ``∇ln π(y) (z − ½ − τ ln(π(y)/μ(y)))``, ``y ~ π``,
     ``y' ~ π^β``, ``z ~ Bernoulli(P[y, y'])``."""
+    game, hp, *_ = ctx
     probs, logp = jax.nn.softmax(logits), jax.nn.log_softmax(logits)
-    y = batch["y"][:, 0]
-    a = batch["pref"] - 0.5 - hp["tau"] * _h(game, logp)[y]
-    return (_scatter(a, y, logits.shape[0]) - jnp.sum(a) * probs) / y.shape[0]
+    y = batch.y[:, 0]
+    a = batch.pref - 0.5 - hp["tau"] * log_ratio(game, logp)[y]
+    return (scatter(a, y, logits.shape[0]) - jnp.sum(a) * probs) / y.shape[0]
 
 
-def nash_md_pg_expected(logits, game: PreferenceGame, hp, aux, cfg) -> Array:
+def nash_md_pg_expected(ctx: Ctx, logits, aux) -> Array:
     """``π∘a − (π·a)π`` with ``a = Pπ^β − ½ − τh``."""
+    game, hp, *_ = ctx
     probs, logp = jax.nn.softmax(logits), jax.nn.log_softmax(logits)
     mix = jnp.exp(geometric_mixture(logp, jnp.log(game.ref_probs), hp["mix"]))
-    a = game.P @ mix - 0.5 - hp["tau"] * _h(game, logp)
+    a = game.P @ mix - 0.5 - hp["tau"] * log_ratio(game, logp)
     return probs * a - (probs @ a) * probs
 
 

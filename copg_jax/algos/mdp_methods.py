@@ -10,7 +10,7 @@ A trajectory ``τ = (s_0, a_0, …, s_{H-1}, a_{H-1})`` is the "sequence" ``y`` 
   formulas, not autodiff of ``R_β^π``), and ``E_π[R_β^π(τ)] = J(π)``.
 
 Every estimator returns an *ascent* direction on θ, summed over the ``k`` trajectories of
-a group and averaged over the groups of a batch (``{"states", "actions", "rewards"}``,
+a group and averaged over the groups of a batch (a :class:`Trajectories` record,
 each ``[B, k, H]``, see :mod:`copg_jax.kinds.mdp`; the trajectories of a group share
 ``s_0``). Each ``expected`` is its exact twin, the expectation of ``estimate`` over the
 data distribution, computed without enumeration by the forward dynamic programs of
@@ -32,7 +32,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from copg_jax.algos.base import Method, StaticConfig
+from copg_jax.algos.base import Ctx, Method, StaticConfig
 from copg_jax.algos.registry import register
 from copg_jax.envs.mdp import TabularMDP, Trajectories, discount_weights, time_indexed
 from copg_jax.exact import mdp as em
@@ -42,11 +42,6 @@ Array = jax.Array
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _traj(batch) -> Trajectories:
-    return Trajectories(states=batch["states"], actions=batch["actions"],
-                        rewards=batch["rewards"])
 
 
 def _gather(table: Array, traj: Trajectories) -> Array:
@@ -86,8 +81,12 @@ def _loo(a: Array) -> Array:
     return a - (jnp.sum(a, axis=1, keepdims=True) - a) / (k - 1)
 
 
-def _baseline(problem: TabularMDP, logits: Array, beta, kind: str) -> Array:
-    """Exact baseline: ``0``, ``E_π[R]`` (``"value"``) or ``E_π[R_β^π] = J(π)``."""
+def _baseline(problem: TabularMDP, logits: Array, beta, kind: str | None,
+              cfg: StaticConfig) -> Array:
+    """Exact baseline: ``0``, ``E_π[R]`` (``"value"``) or ``E_π[R_β^π] = J(π)``; ``kind``
+    is fixed by the method, or None for the methods that read ``cfg.baseline`` (the one
+    place this is chosen)."""
+    kind = kind or cfg.baseline
     if kind == "none":
         return jnp.zeros((), logits.dtype)
     ev = em.evaluate_policy(problem, jax.nn.softmax(logits, axis=-1), beta)
@@ -142,8 +141,9 @@ def _contrast_expected(logits: Array, problem: TabularMDP, g: Array, k: int) -> 
     return k * (e_a_score - _start_conditional_cov_term(logits, problem, g, mu))
 
 
-def on_policy_sample(key, logits, problem: TabularMDP, hp, aux, cfg: StaticConfig):
+def on_policy_sample(ctx: Ctx, logits, aux, key):
     """``B`` groups of ``k`` trajectories drawn from ``π_θ`` (shared ``s_0`` per group)."""
+    problem, _, cfg, *_ = ctx
     return sample_groups(key, problem, jax.nn.softmax(logits, axis=-1), cfg.batch_size,
                          cfg.num_samples)
 
@@ -151,17 +151,17 @@ def on_policy_sample(key, logits, problem: TabularMDP, hp, aux, cfg: StaticConfi
 # ------------------------------------------------------------------------------- CoPG
 
 
-def copg_estimate(logits, problem: TabularMDP, hp, batch, aux, cfg) -> Array:
+def copg_estimate(ctx: Ctx, logits, aux, batch) -> Array:
     """CoPG on trajectories (CoPG eq. 7, k-sample form): ``Σ_{i<j} (R_β(τ_i) − R_β(τ_j))
     (∇ln π(τ_i) − ∇ln π(τ_j)) / (k − 1) = Σ_i (R_β(τ_i) − mean_{j≠i} R_β(τ_j)) ∇ln π(τ_i)``;
     for a pair ``(R_β(τ) − R_β(τ'))(∇ln π(τ) − ∇ln π(τ'))``. Off-policy, no importance
     weights: all group elements come from the behaviour policy (sharing ``s_0``)."""
+    problem, hp, *_ = ctx
     logp = jax.nn.log_softmax(logits, axis=-1)
-    traj = _traj(batch)
-    return _score_weighted(logits, _loo(reg_return(problem, logp, hp["beta"], traj)), traj)
+    return _score_weighted(logits, _loo(reg_return(problem, logp, hp["beta"], batch)), batch)
 
 
-def copg_expected(logits, problem: TabularMDP, hp, aux, cfg) -> Array:
+def copg_expected(ctx: Ctx, logits, aux) -> Array:
     """Exact twin of :func:`copg_estimate` for groups ``τ_1..τ_k ~ μ`` i.i.d. given a
     shared ``s_0 ~ ρ0``. Per pair, ``E[(a − a')(∇ − ∇') | s_0] = 2(E[a∇|s_0] −
     E[a|s_0]E[∇|s_0])``; ``k(k−1)/2`` pairs over ``k − 1`` give
@@ -188,6 +188,7 @@ def copg_expected(logits, problem: TabularMDP, hp, aux, cfg) -> Array:
     later behaviour scores have non-zero mean ``E_μ[e_a − π*_u | s_u]``, and the fixed
     point is biased (checked by enumeration in ``tests/test_mdp_methods.py``). The
     critic-corrected and per-state variants below remove ``ξ``."""
+    problem, hp, cfg, *_ = ctx
     g = _step_score(problem, jax.nn.log_softmax(logits, axis=-1), hp["beta"])
     return _contrast_expected(logits, problem, g, cfg.num_samples)
 
@@ -218,22 +219,24 @@ def _advantage_score(problem: TabularMDP, logp: Array, beta, V: Array, TV: Array
     return (q - V[:-1, :, None]) * discount_weights(problem)[:, None, None]
 
 
-def exact_critic(logits: Array, problem: TabularMDP, hp, aux) -> tuple[Array, Array]:
+def exact_critic(ctx: Ctx, logits: Array, aux) -> tuple[Array, Array]:
     """``(V^π [H+1, S], T V^π [H, S, A])`` of the current policy, exact (backward soft
     recursion of :func:`copg_jax.exact.mdp.evaluate_policy`; needs the model ``T``)."""
+    problem, hp, *_ = ctx
     ev = em.evaluate_policy(problem, jax.nn.softmax(logits, axis=-1), hp["beta"])
     return ev.V, _next_value(problem.T, ev.V)
 
 
-def learned_critic(logits: Array, problem: TabularMDP, hp, aux) -> tuple[Array, Array]:
+def learned_critic(ctx: Ctx, logits: Array, aux) -> tuple[Array, Array]:
     """``(V̂ [H+1, S], T̂ V̂ [H, S, A])``: the current policy evaluated exactly in the
     fitted model ``(T̂, r̂) = aux`` (see :func:`fit_tabular_critic`), no true ``T`` used."""
+    problem, hp, *_ = ctx
     fitted = problem.replace(T=aux["T"], r=aux["r"])
     ev = em.evaluate_policy(fitted, jax.nn.softmax(logits, axis=-1), hp["beta"])
     return ev.V, _next_value(aux["T"], ev.V)
 
 
-def fit_tabular_critic(key, problem: TabularMDP, hp, cfg) -> dict:
+def fit_tabular_critic(ctx: Ctx, key) -> dict:
     """The learned critic's state: a tabular model fitted to ``cfg.dataset_size`` groups of
     ``cfg.num_samples`` behaviour trajectories (every transition ``(s_t, a_t, s_{t+1})``,
     ``t < H − 1``, pooled over ``t`` since ``T`` is stationary):
@@ -251,14 +254,14 @@ def fit_tabular_critic(key, problem: TabularMDP, hp, cfg) -> dict:
     aux key: the training loop does not hand ``init_aux`` the dataset itself), so the
     critic's error has the distribution of one fitted on the training data, without the
     reuse correlation. Its fixed point is the soft optimum of ``(T̂, r̂)``, not π*."""
-    del hp
+    problem, _, cfg, *_ = ctx
     d = sample_groups(key, problem, problem.behaviour, cfg.dataset_size, cfg.num_samples)
-    s, a, sn = d["states"][..., :-1], d["actions"][..., :-1], d["states"][..., 1:]
+    s, a, sn = d.states[..., :-1], d.actions[..., :-1], d.states[..., 1:]
     S, A = problem.num_states, problem.num_actions
     dtype = problem.T.dtype
     n = jnp.zeros((S, A, S), dtype).at[s, a, sn].add(1.0)
-    n_sa = jnp.zeros((S, A), dtype).at[d["states"], d["actions"]].add(1.0)
-    r_sum = jnp.zeros((S, A), dtype).at[d["states"], d["actions"]].add(d["rewards"])
+    n_sa = jnp.zeros((S, A), dtype).at[d.states, d.actions].add(1.0)
+    r_sum = jnp.zeros((S, A), dtype).at[d.states, d.actions].add(d.rewards)
     tot = jnp.sum(n, axis=-1, keepdims=True)
     T_hat = jnp.where(tot > 0, n / jnp.maximum(tot, 1.0), 1.0 / S)
     r_hat = jnp.where(n_sa > 0, r_sum / jnp.maximum(n_sa, 1.0), 0.0)
@@ -269,18 +272,18 @@ def corrected_estimate_with(critic):
     """CoPG on the critic-corrected return (the transition noise removed):
     ``A(τ) = R_β^π(τ) − Σ_t γ^{t+1} (V_{t+1}(s_{t+1}) − (T V_{t+1})(s_t, a_t))``, and
     ``Σ_i (A(τ_i) − mean_{j≠i} A(τ_j)) ∇ln π(τ_i)`` (CoPG's k-sample contrast, arXiv
-    2406.19185, with ``A`` for ``R_β``), ``(V, T V) = critic(logits, problem, hp, aux)``
+    2406.19185, with ``A`` for ``R_β``), ``(V, T V) = critic(ctx, logits, aux)``
     held constant. With the exact soft value of π, ``A(τ) = V^π_0(s_0) + Σ_t γ^t
     (Q^π_t − β ln(π_t/π_ref) − V^π_t)(s_t, a_t)``: at π* it is ``V*_0(s_0)``, constant
     given ``s_0``, so π* is a zero of the mean direction for every μ."""
 
-    def estimate(logits, problem: TabularMDP, hp, batch, aux, cfg) -> Array:
+    def estimate(ctx: Ctx, logits, aux, batch) -> Array:
+        problem, hp, *_ = ctx
         logp = jax.nn.log_softmax(logits, axis=-1)
-        traj = _traj(batch)
-        V, TV = critic(logits, problem, hp, aux)
-        a = reg_return(problem, logp, hp["beta"], traj) - _noise_correction(problem, V, TV,
-                                                                            traj)
-        return _score_weighted(logits, _loo(a), traj)
+        V, TV = critic(ctx, logits, aux)
+        a = reg_return(problem, logp, hp["beta"], batch) - _noise_correction(problem, V, TV,
+                                                                            batch)
+        return _score_weighted(logits, _loo(a), batch)
 
     return estimate
 
@@ -290,9 +293,10 @@ def corrected_expected_with(critic):
     ``A = V_0(s_0) + Σ_t c_t(s_t, a_t)`` (:func:`_advantage_score`; ``V_0(s_0)`` cancels),
     forward DPs under the true dynamics and μ, the critic (its ``aux``) held fixed."""
 
-    def expected(logits, problem: TabularMDP, hp, aux, cfg) -> Array:
+    def expected(ctx: Ctx, logits, aux) -> Array:
+        problem, hp, cfg, *_ = ctx
         logp = jax.nn.log_softmax(logits, axis=-1)
-        V, TV = critic(logits, problem, hp, aux)
+        V, TV = critic(ctx, logits, aux)
         c = _advantage_score(problem, logp, hp["beta"], V, TV)
         return _contrast_expected(logits, problem, c, cfg.num_samples)
 
@@ -307,7 +311,7 @@ def _soft_q_score(logits: Array, problem: TabularMDP, beta) -> Array:
     return q * discount_weights(problem)[:, None, None]
 
 
-def per_state_estimate(logits, problem: TabularMDP, hp, batch, aux, cfg) -> Array:
+def per_state_estimate(ctx: Ctx, logits, aux, batch) -> Array:
     """Per-state CoPG on the soft Q of π: at every visited ``(t, s_t)`` the bandit CoPG
     pair (arXiv 2406.19185, eq. 7 with a softmax policy) of the observed action
     ``a_t ~ μ(·|s_t)`` against ``a' ~ π_ref(·|s_t)``, the second element summed exactly,
@@ -317,22 +321,24 @@ def per_state_estimate(logits, problem: TabularMDP, hp, batch, aux, cfg) -> Arra
     value cancels in the contrast, so no transition noise enters; the zero of the mean
     (``q_t(s, ·)`` constant: ``π_t ∝ π_ref exp(Q^π_t/β)``) is π* by backward induction
     (CoPG Thm. 1 per state, pairs from ``μ × π_ref``). Needs ``Q^π`` (exact here)."""
+    problem, hp, *_ = ctx
     q = _soft_q_score(logits, problem, hp["beta"])
-    h = batch["states"].shape[-1]
+    h = batch.states.shape[-1]
     tt = jnp.arange(h)
-    qs = q[tt, batch["states"]]  # [B, k, H, A]
-    ref = problem.ref_policy[batch["states"]]
-    qa = jnp.take_along_axis(qs, batch["actions"][..., None], axis=-1)  # [B, k, H, 1]
-    onehot = jax.nn.one_hot(batch["actions"], problem.num_actions, dtype=q.dtype)
+    qs = q[tt, batch.states]  # [B, k, H, A]
+    ref = problem.ref_policy[batch.states]
+    qa = jnp.take_along_axis(qs, batch.actions[..., None], axis=-1)  # [B, k, H, 1]
+    onehot = jax.nn.one_hot(batch.actions, problem.num_actions, dtype=q.dtype)
     v = (qa - jnp.sum(ref * qs, -1, keepdims=True)) * onehot - ref * (qa - qs)
-    where = jax.nn.one_hot(batch["states"], problem.num_states, dtype=q.dtype)
-    return jnp.einsum("bkhs,bkha->hsa", where, v) / batch["states"].shape[0]
+    where = jax.nn.one_hot(batch.states, problem.num_states, dtype=q.dtype)
+    return jnp.einsum("bkhs,bkha->hsa", where, v) / batch.states.shape[0]
 
 
-def per_state_expected(logits, problem: TabularMDP, hp, aux, cfg) -> Array:
+def per_state_expected(ctx: Ctx, logits, aux) -> Array:
     """Exact twin: ``k d^μ_t(s) [μ∘(q − π_ref·q) + π_ref∘(q − μ·q)](t, s)`` (the pair
     weights of SPEC §7 with ``μ1 = μ(·|s)``, ``μ2 = π_ref(·|s)``), ``d^μ_t(s)`` the
     behaviour's state occupancy."""
+    problem, hp, cfg, *_ = ctx
     q = _soft_q_score(logits, problem, hp["beta"])
     mu = time_indexed(problem.behaviour, problem.horizon)
     ref = problem.ref_policy[None]
@@ -345,76 +351,80 @@ def per_state_expected(logits, problem: TabularMDP, hp, aux, cfg) -> Array:
 # --------------------------------------------------------------------- naive and IS PG
 
 
-def pg_estimate_with(baseline_kind: str):
+def pg_estimate_with(baseline: str | None):
     """Naive off-policy PG (CoPG Fig. 1 baselines): ``Σ_i (R_β(τ_i) − b) ∇ln π(τ_i)`` with
     τ_i ~ μ, ``b = 0`` or ``E_π[R]`` (exact). Biased off-policy."""
 
-    def estimate(logits, problem: TabularMDP, hp, batch, aux, cfg) -> Array:
+    def estimate(ctx: Ctx, logits, aux, batch) -> Array:
+        problem, hp, cfg, *_ = ctx
         logp = jax.nn.log_softmax(logits, axis=-1)
-        traj = _traj(batch)
-        a = reg_return(problem, logp, hp["beta"], traj)
-        b = _baseline(problem, logits, hp["beta"], baseline_kind)
-        return _score_weighted(logits, a - b, traj)
+        a = reg_return(problem, logp, hp["beta"], batch)
+        b = _baseline(problem, logits, hp["beta"], baseline, cfg)
+        return _score_weighted(logits, a - b, batch)
 
     return estimate
 
 
-def pg_expected_with(baseline_kind: str):
+def pg_expected_with(baseline: str | None):
     """``k (E_μ[R_β^π ∇ln π] − b E_μ[∇ln π])``."""
 
-    def expected(logits, problem: TabularMDP, hp, aux, cfg) -> Array:
+    def expected(ctx: Ctx, logits, aux) -> Array:
+        problem, hp, cfg, *_ = ctx
         e_a_score, e_score, _ = _moments(logits, problem, hp["beta"], problem.behaviour)
-        b = _baseline(problem, logits, hp["beta"], baseline_kind)
+        b = _baseline(problem, logits, hp["beta"], baseline, cfg)
         return cfg.num_samples * (e_a_score - b * e_score)
 
     return expected
 
 
-def is_pg_estimate(logits, problem: TabularMDP, hp, batch, aux, cfg) -> Array:
+def is_pg_estimate(ctx: Ctx, logits, aux, batch) -> Array:
     """Importance-sampled PG on trajectories: ``Σ_i ρ(τ_i)(R_β(τ_i) − b) ∇ln π(τ_i)`` with
     ``ρ(τ) = Π_t π_t(a_t|s_t)/μ(a_t|s_t)`` (computed in log space; the dynamics cancel) and
     the exact baseline ``b`` of ``cfg.baseline`` (default ``J(π) = E_π[R_β^π]``).
     Unbiased for ``Σ_i E_π[(R_β − b)∇ln π] = k ∇J``: the score identity
     ``∇J = E_π[R_β^π ∇ln π] + E_π[∇R_β^π]`` has ``E_π[∇R_β^π] = −β E_π[∇ln π] = 0``."""
+    problem, hp, cfg, *_ = ctx
     logp = jax.nn.log_softmax(logits, axis=-1)
-    traj = _traj(batch)
-    a = reg_return(problem, logp, hp["beta"], traj)
-    b = _baseline(problem, logits, hp["beta"], cfg.baseline)
+    a = reg_return(problem, logp, hp["beta"], batch)
+    b = _baseline(problem, logits, hp["beta"], None, cfg)
     log_mu = jnp.log(time_indexed(problem.behaviour, problem.horizon))
-    rho = jnp.exp(jnp.sum(_gather(logp - log_mu, traj), axis=-1))
-    return _score_weighted(logits, rho * (a - b), traj)
+    rho = jnp.exp(jnp.sum(_gather(logp - log_mu, batch), axis=-1))
+    return _score_weighted(logits, rho * (a - b), batch)
 
 
-def is_pg_expected(logits, problem: TabularMDP, hp, aux, cfg) -> Array:
+def is_pg_expected(ctx: Ctx, logits, aux) -> Array:
     """``k ∇J`` (any exact baseline: ``E_π[∇ln π] = 0``)."""
+    problem, hp, cfg, *_ = ctx
     return cfg.num_samples * _grad_j(logits, problem, hp["beta"])
 
 
 # ------------------------------------------------------------------------ on-policy
 
 
-def rloo_estimate(logits, problem: TabularMDP, hp, batch, aux, cfg) -> Array:
+def rloo_estimate(ctx: Ctx, logits, aux, batch) -> Array:
     """RLOO on ``R_β^π`` with τ_1..τ_k ~ π (sharing ``s_0``): ``Σ_i (R_β(τ_i) −
     mean_{j≠i} R_β(τ_j)) ∇ln π(τ_i)``; expectation ``k ∇J`` (the leave-one-out baseline
     is independent of τ_i given ``s_0`` and ``E_π[∇ln π | s_0] = 0``). On the same samples
     it equals k-sample CoPG."""
-    return copg_estimate(logits, problem, hp, batch, aux, cfg)
+    return copg_estimate(ctx, logits, aux, batch)
 
 
-def rloo_expected(logits, problem: TabularMDP, hp, aux, cfg) -> Array:
+def rloo_expected(ctx: Ctx, logits, aux) -> Array:
     """``k ∇J``."""
+    problem, hp, cfg, *_ = ctx
     return cfg.num_samples * _grad_j(logits, problem, hp["beta"])
 
 
 # ------------------------------------------------------------------ mirror descent
 
 
-def pmd_step(logits, aux, problem: TabularMDP, hp, t, cfg):
+def pmd_step(ctx: Ctx, logits, aux):
     """Policy mirror descent with the soft Q of the current policy (Lan 2022; Cen et al.
     2021, entropy-regularized NPG), per time step ``t`` and state ``s``:
     ``π_{k+1,t}(·|s) ∝ π_{k,t}^{1−ηβ}(·|s) π_ref^{ηβ}(·|s) exp(η Q^{π_k}_{β,t}(s, ·))``.
     Its fixed point ``π ∝ π_ref exp(Q^π_β/β)`` is the soft-optimal policy; ``ηβ = 1`` is
     soft policy iteration (exact after ``H`` iterations)."""
+    problem, hp, *_ = ctx
     eta, beta = hp["eta"], hp["beta"]
     logp = jax.nn.log_softmax(logits, axis=-1)
     q = em.evaluate_policy(problem, jnp.exp(logp), beta).Q

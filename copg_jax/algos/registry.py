@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from copg_jax.algos.base import Method
+from copg_jax.algos.base import Domain, Method
 
 _REGISTRY: dict[tuple[str, str], Method] = {}
 
 
 def register(method: Method) -> Method:
-    key = (method.problem, method.name)
+    key = (method.kind, method.name)
     if key in _REGISTRY:
-        raise ValueError(f"method: {method.name!r} is already registered for {method.problem}")
+        raise ValueError(f"method: {method.name!r} is already registered for {method.kind}")
     _REGISTRY[key] = method
     return method
 
@@ -42,3 +42,9 @@ def get_method(name: str, problem: str = "bandit") -> Method:
 def list_methods(problem: str | None = None) -> list[str]:
     _load_all()
     return sorted(n for p, n in _REGISTRY if problem in (None, p))
+
+
+def known_domains() -> dict[str, Domain]:
+    """Domains that registered methods declare beyond the standard table."""
+    _load_all()
+    return {k: d for m in _REGISTRY.values() for k, d in m.domains.items()}

@@ -1,16 +1,9 @@
-"""Problem kinds by name."""
+"""Problem kinds: the registry (:mod:`copg_jax.kinds.base`) and the built-in kinds, which
+register themselves on import."""
 
 from __future__ import annotations
 
-import importlib
+from copg_jax.kinds import bandit, game, mdp  # noqa: F401  (register the built-in kinds)
+from copg_jax.kinds.base import ProblemKind, get_kind, kind_names, kind_of, register_kind
 
-from copg_jax.kinds.base import ProblemKind
-
-_MODULES = {"bandit": ("bandit", "BANDIT"), "game": ("game", "GAME"), "mdp": ("mdp", "MDP")}
-
-
-def get_kind(name: str) -> ProblemKind:
-    if name not in _MODULES:
-        raise ValueError(f"problem: unknown problem kind {name!r}; expected {sorted(_MODULES)}")
-    mod, attr = _MODULES[name]
-    return getattr(importlib.import_module(f"copg_jax.kinds.{mod}"), attr)
+__all__ = ["ProblemKind", "get_kind", "kind_names", "kind_of", "register_kind"]

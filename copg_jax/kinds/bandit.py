@@ -5,10 +5,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from copg_jax.batches import Groups
 from copg_jax.envs.bandit import Bandit, sample_rewards
 from copg_jax.exact import bandit as eb
 from copg_jax.exact.common import kl, kl_logits
-from copg_jax.kinds.base import ProblemKind
+from copg_jax.kinds.base import ProblemKind, register_kind
+from copg_jax.sampling import sample_categorical
 
 
 def _init_logits(problem: Bandit) -> jax.Array:
@@ -36,31 +38,7 @@ def _metrics(problem: Bandit, logits, avg_probs, hp, target) -> dict:
     }
 
 
-SEARCH_ABOVE = 16  # arms; above this a binary search beats comparing with every CDF entry
-
-
-def sample_categorical(key: jax.Array, probs: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """Inverse-CDF sampling: one uniform per draw (cheaper than Gumbel-max for small K).
-
-    The arm is the number of CDF entries ``≤ u`` (``cdf[:-1]``, non-decreasing since the
-    probabilities are non-negative): counted by comparing with every entry for small K,
-    by binary search (O(log K), ``jnp.searchsorted(..., side="right")``) above
-    ``SEARCH_ABOVE`` arms; both give the same index."""
-    u = jax.random.uniform(key, shape, dtype=probs.dtype)
-    cdf = jnp.cumsum(probs)
-    if probs.shape[-1] > SEARCH_ABOVE:
-        idx = jnp.searchsorted(cdf[:-1], u, side="right", method="scan")
-    else:
-        idx = jnp.sum(u[..., None] >= cdf[:-1], axis=-1)
-    # The cumulative sum can round below 1 before a trailing zero-probability arm; a draw
-    # landing there goes to the last arm with positive probability (others are unchanged).
-    k = probs.shape[-1]
-    last_pos = k - 1 - jnp.argmax(probs[::-1] > 0)
-    idx = jnp.where(probs[idx] > 0, idx, last_pos)
-    return idx.astype(jnp.int32)
-
-
-def _behaviour_sample(key: jax.Array, problem: Bandit, n: int, cfg) -> dict:
+def _behaviour_sample(key: jax.Array, problem: Bandit, n: int, cfg) -> Groups:
     """Groups of ``k = cfg.num_samples`` arms; element i ~ μ1 for even i, μ2 for odd i
     (so pairs are ``y ~ μ1, y' ~ μ2`` as in CoPG §5). Observed rewards are drawn once;
     ``pref`` is a Bradley–Terry label ``1{y ≻ y'} ~ Bernoulli(σ(R(y) − R(y')))`` for the
@@ -77,15 +55,16 @@ def _behaviour_sample(key: jax.Array, problem: Bandit, n: int, cfg) -> dict:
     pref = (jax.random.uniform(k_pref, (n,), dtype=r.dtype) < jax.nn.sigmoid(logit)).astype(
         r.dtype
     )
-    return {"y": y, "r": r, "pref": pref}
+    return Groups(y=y, r=r, pref=pref)
 
 
-BANDIT = ProblemKind(
+BANDIT = register_kind(ProblemKind(
     name="bandit",
+    problem_type=Bandit,
     reg_name="beta",
     init_logits=_init_logits,
     target=_target,
     metrics=_metrics,
     behaviour_sample=_behaviour_sample,
     metric_names=("regret", "kl_to_ref", "kl_to_opt", "expected_reward"),
-)
+))

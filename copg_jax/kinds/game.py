@@ -15,9 +15,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from copg_jax.batches import Pairs
 from copg_jax.envs.games import PreferenceGame, sample_preferences
 from copg_jax.exact import games as eg
-from copg_jax.kinds.base import ProblemKind
+from copg_jax.kinds.base import ProblemKind, register_kind
 
 Array = jax.Array
 
@@ -63,25 +64,27 @@ def _metrics(problem: PreferenceGame, logits, avg_probs, hp, target) -> dict:
     }
 
 
-def _behaviour_sample(key: Array, problem: PreferenceGame, n: int, cfg) -> dict:
+def _behaviour_sample(key: Array, problem: PreferenceGame, n: int, cfg) -> Pairs:
     """``n`` pairs ``y, y'`` i.i.d. uniform over the K actions (EGPO's sampled regression
     form draws its contrasted pair uniformly) with Bernoulli preference outcomes
     ``pref = 1{y ≻ y'} ~ Bernoulli(P[y, y'])``.
 
     Returns:
-      ``{"y": int32 [n, 2], "pref": float [n]}``. ``cfg`` is unused (pairs only).
+      :class:`Pairs` with ``y`` int32 ``[n, 2]`` and ``pref`` float ``[n]``. ``cfg`` is
+      unused (pairs only).
     """
     k_y, k_z = jax.random.split(key)
     y = jax.random.randint(k_y, (n, 2), 0, problem.num_actions, dtype=jnp.int32)
-    return {"y": y, "pref": sample_preferences(k_z, problem, y[:, 0], y[:, 1])}
+    return Pairs(y=y, pref=sample_preferences(k_z, problem, y[:, 0], y[:, 1]))
 
 
-GAME = ProblemKind(
+GAME = register_kind(ProblemKind(
     name="game",
+    problem_type=PreferenceGame,
     reg_name="tau",
     init_logits=_init_logits,
     target=_target,
     metrics=_metrics,
     behaviour_sample=_behaviour_sample,
     metric_names=("gap", "gap_avg", "kl_to_nash"),
-)
+))

@@ -20,10 +20,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from copg_jax.envs.mdp import TabularMDP, discount_weights, sample_trajectories, time_indexed
+from copg_jax.envs.mdp import (
+    TabularMDP,
+    Trajectories,
+    discount_weights,
+    sample_trajectories,
+    time_indexed,
+)
 from copg_jax.exact import mdp as em
 from copg_jax.exact.common import kl_logits
-from copg_jax.kinds.base import ProblemKind
+from copg_jax.kinds.base import ProblemKind, register_kind
 
 Array = jax.Array
 
@@ -65,12 +71,14 @@ def _metrics(problem: TabularMDP, logits, avg_probs, hp, target) -> dict:
     }
 
 
-def sample_groups(key: Array, problem: TabularMDP, policy: Array, n: int, k: int) -> dict:
+def sample_groups(key: Array, problem: TabularMDP, policy: Array, n: int,
+                  k: int) -> Trajectories:
     """``n`` groups of ``k`` trajectories from ``policy`` (``[H, S, A]`` or ``[S, A]``);
     the trajectories of a group share ``s_0 ~ ρ0`` and are otherwise independent.
 
     Returns:
-      ``{"states", "actions", "rewards"}``, each ``[n, k, H]`` (int32, int32, float).
+      :class:`Trajectories` with ``states``, ``actions``, ``rewards`` each ``[n, k, H]``
+      (int32, int32, float).
     """
     k_s0, k_traj = jax.random.split(key)
     s0 = jax.random.choice(k_s0, problem.num_states, (n,), p=problem.rho0)
@@ -79,18 +87,18 @@ def sample_groups(key: Array, problem: TabularMDP, policy: Array, n: int, k: int
     def group(key, rho0):
         return sample_trajectories(key, problem.replace(rho0=rho0), policy, k)
 
-    traj = jax.vmap(group)(jax.random.split(k_traj, n), start)
-    return {"states": traj.states, "actions": traj.actions, "rewards": traj.rewards}
+    return jax.vmap(group)(jax.random.split(k_traj, n), start)
 
 
-def _behaviour_sample(key: Array, problem: TabularMDP, n: int, cfg) -> dict:
+def _behaviour_sample(key: Array, problem: TabularMDP, n: int, cfg) -> Trajectories:
     """``n`` groups of ``k = cfg.num_samples`` trajectories from ``problem.behaviour``
     (shared ``s_0`` per group, see the module doc)."""
     return sample_groups(key, problem, problem.behaviour, n, cfg.num_samples)
 
 
-MDP = ProblemKind(
+MDP = register_kind(ProblemKind(
     name="mdp",
+    problem_type=TabularMDP,
     reg_name="beta",
     init_logits=_init_logits,
     target=_target,
@@ -98,4 +106,4 @@ MDP = ProblemKind(
     behaviour_sample=_behaviour_sample,
     metric_names=("regret", "kl_to_ref", "expected_reward"),
     probs=probs,
-)
+))
