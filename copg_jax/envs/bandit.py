@@ -37,20 +37,18 @@ class Bandit:
         return self.rewards.shape[-1]
 
 
-def make_bandit(
-    rewards,
-    ref_probs=None,
-    mu1=None,
-    mu2=None,
-    noise: str = "none",
-    noise_scale: float = 0.0,
-) -> Bandit:
-    """Validated constructor. Omitted ``ref_probs``/``mu1``/``mu2`` default to uniform."""
+def _num_arms(rewards) -> int:
+    """``K`` of a finite reward vector ``R[K]``, ``K ≥ 2``."""
     v.check_finite("rewards", rewards)
-    rewards_np = np.shape(rewards)
-    if len(rewards_np) != 1 or rewards_np[0] < 2:
-        raise ValueError(f"rewards: expected a vector of at least 2 arms, got shape {rewards_np}")
-    k = rewards_np[0]
+    shape = np.shape(rewards)
+    if len(shape) != 1 or shape[0] < 2:
+        raise ValueError(f"rewards: expected a vector of at least 2 arms, got shape {shape}")
+    return shape[0]
+
+
+def _check_policies(k: int, ref_probs, mu1, mu2) -> dict:
+    """``{"ref_probs", "mu1", "mu2"}``: distributions over the ``k`` arms (uniform where
+    omitted); ``π_ref`` needs full support, ``KL(π‖π_ref)`` being infinite otherwise."""
     uniform = np.full(k, 1.0 / k)
     fields = {}
     for name, p in (("ref_probs", ref_probs), ("mu1", mu1), ("mu2", mu2)):
@@ -63,6 +61,11 @@ def make_bandit(
             f"ref_probs: the reference policy needs full support (KL(π‖π_ref) is infinite "
             f"otherwise), got {np.asarray(fields['ref_probs'])}"
         )
+    return fields
+
+
+def _check_noise(noise: str, noise_scale, rewards) -> None:
+    """A known noise kind; ``noise_scale > 0`` for gaussian, ``0 ≤ R ≤ 1`` for bernoulli."""
     v.check_choice("noise", noise, NOISE_KINDS)
     if noise == "gaussian":
         v.check_positive("noise_scale", noise_scale)
@@ -70,17 +73,35 @@ def make_bandit(
         r = np.asarray(rewards, dtype=float)
         if np.any((r < 0) | (r > 1)):
             raise ValueError(f"rewards: bernoulli noise needs rewards in [0, 1], got {r}")
-    # Accepted within 1e-6 of summing to 1, then renormalized exactly so that expected
-    # updates (which rely on Σμ = 1) vanish exactly at their fixed points.
-    def norm(p):
-        p = as_float(p)
-        return p / p.sum()
 
+
+def _normalized(p) -> jax.Array:
+    """``p / Σp`` in the default float dtype. Distributions are accepted within 1e-6 of
+    summing to 1, then renormalized exactly so that expected updates (which rely on
+    ``Σμ = 1``) vanish exactly at their fixed points."""
+    p = as_float(p)
+    return p / p.sum()
+
+
+def make_bandit(
+    rewards,
+    ref_probs=None,
+    mu1=None,
+    mu2=None,
+    noise: str = "none",
+    noise_scale: float = 0.0,
+) -> Bandit:
+    """Validated constructor of the bandit of CoPG §5 (rewards ``R``, reference ``π_ref``,
+    behaviour ``μ1, μ2`` of the pairs ``y ~ μ1, y' ~ μ2``). Omitted ``ref_probs``/``mu1``/
+    ``mu2`` default to uniform."""
+    k = _num_arms(rewards)
+    fields = _check_policies(k, ref_probs, mu1, mu2)
+    _check_noise(noise, noise_scale, rewards)
     return Bandit(
         rewards=as_float(rewards),
-        ref_probs=norm(fields["ref_probs"]),
-        mu1=norm(fields["mu1"]),
-        mu2=norm(fields["mu2"]),
+        ref_probs=_normalized(fields["ref_probs"]),
+        mu1=_normalized(fields["mu1"]),
+        mu2=_normalized(fields["mu2"]),
         noise_scale=as_float(noise_scale),
         noise=noise,
     )

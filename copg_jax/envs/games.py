@@ -251,6 +251,47 @@ def _load_npy(name: str, path) -> np.ndarray:
     return arr.astype(np.float64)
 
 
+def _load_matrices(matrix_field: str, matrix_path) -> tuple[np.ndarray, bool]:
+    """``(P[N, K, K], batched)`` from a ``.npy`` of ``[K, K]`` (``N = 1``, not batched) or
+    ``[N, K, K]``; each matrix validated as in ``make_game`` (entries in ``[0, 1]``,
+    ``P + Pᵀ = 1``, NLHF arXiv 2312.00886), named ``matrix_field[i]`` when batched."""
+    P = _load_npy(matrix_field, matrix_path)
+    if P.ndim not in (2, 3) or P.shape[-1] != P.shape[-2]:
+        raise ValueError(
+            f"{matrix_field}: expected a square matrix [K, K] or a stack [N, K, K], got shape "
+            f"{P.shape} in {os.fspath(matrix_path)!r}"
+        )
+    batched = P.ndim == 3
+    Ps = P if batched else P[None]
+    for i in range(Ps.shape[0]):
+        _check_matrix(f"{matrix_field}[{i}]" if batched else matrix_field, Ps[i])
+    return Ps, batched
+
+
+def _load_refs(ref_field: str, ref_logits_path, Ps: np.ndarray, batched: bool,
+               matrix_field: str) -> np.ndarray:
+    """``[N, K]`` reference policies ``μ = softmax(logits)`` for the games ``Ps[N, K, K]``
+    from a ``.npy`` of ``[K]`` logits (shared) or ``[N, K]`` (batched games only); each
+    must have full support (``KL(π‖μ)`` is infinite otherwise)."""
+    n, k = Ps.shape[0], Ps.shape[-1]
+    matrix_shape = Ps.shape if batched else Ps.shape[1:]
+    logits = _load_npy(ref_field, ref_logits_path)
+    ok = logits.shape == (k,) or (batched and logits.shape == (n, k))
+    if not ok:
+        want = f"({k},) or ({n}, {k})" if batched else f"({k},)"
+        raise ValueError(
+            f"{ref_field}: expected shape {want} to match {matrix_field} of shape "
+            f"{matrix_shape}, got {logits.shape}"
+        )
+    v.check_finite(ref_field, logits)
+    logits = np.broadcast_to(logits, (n, k))
+    z = logits - logits.max(axis=-1, keepdims=True)
+    refs = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
+    for i in range(n):
+        _check_ref(f"{ref_field}[{i}]" if batched else ref_field, refs[i], k)
+    return refs
+
+
 def load_game(
     matrix_path,
     ref_logits_path=None,
@@ -275,36 +316,12 @@ def load_game(
       ValueError naming the field for a missing/empty/unreadable file, a non-float dtype, a
       non-square matrix, ``P + Pᵀ ≠ 1`` and mismatched sizes.
     """
-    P = _load_npy(matrix_field, matrix_path)
-    if P.ndim not in (2, 3) or P.shape[-1] != P.shape[-2]:
-        raise ValueError(
-            f"{matrix_field}: expected a square matrix [K, K] or a stack [N, K, K], got shape "
-            f"{P.shape} in {os.fspath(matrix_path)!r}"
-        )
-    batched = P.ndim == 3
-    Ps = P if batched else P[None]
-    n, k = Ps.shape[0], Ps.shape[-1]
-    for i in range(n):
-        _check_matrix(f"{matrix_field}[{i}]" if batched else matrix_field, Ps[i])
-
+    Ps, batched = _load_matrices(matrix_field, matrix_path)
     if ref_logits_path is None:
+        n, k = Ps.shape[0], Ps.shape[-1]
         refs = np.full((n, k), 1.0 / k)
     else:
-        logits = _load_npy(ref_field, ref_logits_path)
-        ok = logits.shape == (k,) or (batched and logits.shape == (n, k))
-        if not ok:
-            want = f"({k},) or ({n}, {k})" if batched else f"({k},)"
-            raise ValueError(
-                f"{ref_field}: expected shape {want} to match {matrix_field} of shape "
-                f"{P.shape}, got {logits.shape}"
-            )
-        v.check_finite(ref_field, logits)
-        logits = np.broadcast_to(logits, (n, k))
-        z = logits - logits.max(axis=-1, keepdims=True)
-        refs = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
-        for i in range(n):
-            _check_ref(f"{ref_field}[{i}]" if batched else ref_field, refs[i], k)
-
+        refs = _load_refs(ref_field, ref_logits_path, Ps, batched, matrix_field)
     if not batched:
         Ps, refs = Ps[0], refs[0]
     return PreferenceGame(P=as_float(Ps), ref_probs=as_float(refs))

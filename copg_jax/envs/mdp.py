@@ -128,6 +128,74 @@ def _check_field_shape(name: str, x, want: tuple[int, ...], what: str, T_shape) 
         )
 
 
+def _transition_shape(T) -> tuple[int, int]:
+    """``(S, A)`` of a ``T[S, A, S]`` with ``S, A ≥ 1`` (else ``ValueError`` naming ``T``)."""
+    T_shape = _fmt_shape(T)
+    if len(T_shape) != 3 or T_shape[0] != T_shape[2] or 0 in T_shape:
+        raise ValueError(f"T: expected shape (S, A, S) with S, A >= 1, got {T_shape}")
+    return T_shape[0], T_shape[1]
+
+
+def _check_shapes(T, r, rho0, ref_policy, behaviour, discount) -> None:
+    """``r[S, A]``, ``rho0[S]``, ``ref_policy[S, A]``, ``behaviour[S, A]`` and a scalar
+    ``discount`` against ``T[S, A, S]`` (checked in that order; traced values too)."""
+    T_shape = _fmt_shape(T)
+    S, A, _ = T_shape
+    _check_field_shape("r", r, (S, A), "(S, A)", T_shape)
+    _check_field_shape("rho0", rho0, (S,), "(S,)", T_shape)
+    _check_field_shape("ref_policy", ref_policy, (S, A), "(S, A)", T_shape)
+    _check_field_shape("behaviour", behaviour, (S, A), "(S, A)", T_shape)
+    if _fmt_shape(discount) != ():
+        raise ValueError(f"discount: expected a scalar, got shape {_fmt_shape(discount)}")
+
+
+def _check_transitions(T) -> None:
+    """Concrete ``T``: finite, ``T[s, a, s'] ≥ 0`` and ``Σ_{s'} T[s, a, s'] = 1`` within
+    ``PROB_ATOL`` for every ``(s, a)``; the message shows the worst row."""
+    if V.is_traced(T):
+        return
+    Tn = V.as_float_array("T", T)
+    V.check_finite("T", Tn)
+    if np.any(Tn < 0):
+        idx = tuple(int(i) for i in np.argwhere(Tn < 0)[0])
+        raise ValueError(f"T: transition probabilities must be >= 0, got {Tn[idx]} at {idx}")
+    sums = Tn.sum(-1)
+    err = np.abs(sums - 1.0)
+    if np.any(err > V.PROB_ATOL):
+        s, a = (int(i) for i in np.unravel_index(np.argmax(err), err.shape))
+        raise ValueError(
+            f"T: rows must sum to 1 within {V.PROB_ATOL:g}, got sum {sums[s, a]:.9g} "
+            f"for (s, a) = ({s}, {a}): {Tn[s, a]}"
+        )
+
+
+def _check_reference(ref_policy) -> None:
+    """``π_ref(·|s)`` is a distribution with full support, ``π_ref > 0`` (the KL term
+    ``ln(π/π_ref)`` of ``J(π)`` needs it); the support check is for concrete values."""
+    V.check_probabilities("ref_policy", ref_policy, axis=-1)
+    if V.is_traced(ref_policy):
+        return
+    ref = V.as_float_array("ref_policy", ref_policy)
+    if np.any(ref <= 0):
+        s, a = (int(i) for i in np.argwhere(ref <= 0)[0])
+        raise ValueError(
+            f"ref_policy: entries must be > 0 (the KL term needs full support), "
+            f"got {ref[s, a]} at (s, a) = ({s}, {a}): row {ref[s]}"
+        )
+
+
+def _check_values(T, r, rho0, ref_policy, behaviour, discount) -> None:
+    """Value checks, each skipped for traced inputs: ``T`` (:func:`_check_transitions`),
+    finite ``r``, distributions ``rho0``, ``π_ref`` (full support) and ``behaviour``,
+    ``γ ∈ (0, 1]``."""
+    _check_transitions(T)
+    V.check_finite("r", r)
+    V.check_probabilities("rho0", rho0)
+    _check_reference(ref_policy)
+    V.check_probabilities("behaviour", behaviour, axis=-1)
+    V.check_in_range("discount", discount, 0.0, 1.0, lo_open=True)
+
+
 def make_mdp(
     T,
     r,
@@ -137,10 +205,12 @@ def make_mdp(
     behaviour=None,
     discount=1.0,
 ) -> TabularMDP:
-    """Builds a validated :class:`TabularMDP`.
+    """Builds a validated :class:`TabularMDP` (the objective ``J(π)`` of the module
+    docstring; CoPG, arXiv 2406.19185, §3 "sequence" view).
 
-    Shapes are always checked; value checks (probabilities, finiteness, ranges) run only
-    for concrete (untraced) inputs, so this is usable inside ``jit``/``vmap``.
+    Shapes are always checked (:func:`_check_shapes`); value checks (probabilities,
+    finiteness, ranges: :func:`_check_values`) run only for concrete (untraced) inputs, so
+    this is usable inside ``jit``/``vmap``.
 
     Args:
       T: ``[S, A, S]`` transition probabilities; each row ``T[s, a]`` sums to 1.
@@ -159,50 +229,13 @@ def make_mdp(
       ValueError: message starts with the offending field name and shows the value.
     """
     V.check_int_at_least("horizon", horizon, 1)
-    horizon = int(horizon)
-    T_shape = _fmt_shape(T)
-    if len(T_shape) != 3 or T_shape[0] != T_shape[2] or 0 in T_shape:
-        raise ValueError(f"T: expected shape (S, A, S) with S, A >= 1, got {T_shape}")
-    S, A, _ = T_shape
-    _check_field_shape("r", r, (S, A), "(S, A)", T_shape)
-    _check_field_shape("rho0", rho0, (S,), "(S,)", T_shape)
+    S, A = _transition_shape(T)
     if ref_policy is None:
         ref_policy = jnp.full((S, A), 1.0 / A, dtype=float_dtype())
-    _check_field_shape("ref_policy", ref_policy, (S, A), "(S, A)", T_shape)
     if behaviour is None:
         behaviour = ref_policy
-    _check_field_shape("behaviour", behaviour, (S, A), "(S, A)", T_shape)
-    if _fmt_shape(discount) != ():
-        raise ValueError(f"discount: expected a scalar, got shape {_fmt_shape(discount)}")
-
-    if not V.is_traced(T):
-        Tn = V.as_float_array("T", T)
-        V.check_finite("T", Tn)
-        if np.any(Tn < 0):
-            idx = tuple(int(i) for i in np.argwhere(Tn < 0)[0])
-            raise ValueError(f"T: transition probabilities must be >= 0, got {Tn[idx]} at {idx}")
-        sums = Tn.sum(-1)
-        err = np.abs(sums - 1.0)
-        if np.any(err > V.PROB_ATOL):
-            s, a = (int(i) for i in np.unravel_index(np.argmax(err), err.shape))
-            raise ValueError(
-                f"T: rows must sum to 1 within {V.PROB_ATOL:g}, got sum {sums[s, a]:.9g} "
-                f"for (s, a) = ({s}, {a}): {Tn[s, a]}"
-            )
-    V.check_finite("r", r)
-    V.check_probabilities("rho0", rho0)
-    V.check_probabilities("ref_policy", ref_policy, axis=-1)
-    if not V.is_traced(ref_policy):
-        ref = V.as_float_array("ref_policy", ref_policy)
-        if np.any(ref <= 0):
-            s, a = (int(i) for i in np.argwhere(ref <= 0)[0])
-            raise ValueError(
-                f"ref_policy: entries must be > 0 (the KL term needs full support), "
-                f"got {ref[s, a]} at (s, a) = ({s}, {a}): row {ref[s]}"
-            )
-    V.check_probabilities("behaviour", behaviour, axis=-1)
-    V.check_in_range("discount", discount, 0.0, 1.0, lo_open=True)
-
+    _check_shapes(T, r, rho0, ref_policy, behaviour, discount)
+    _check_values(T, r, rho0, ref_policy, behaviour, discount)
     return TabularMDP(
         T=as_float(T),
         r=as_float(r),
@@ -210,7 +243,7 @@ def make_mdp(
         ref_policy=as_float(ref_policy),
         behaviour=as_float(behaviour),
         discount=as_float(discount),
-        horizon=horizon,
+        horizon=int(horizon),
     )
 
 
@@ -519,6 +552,44 @@ def save_mdp(path: str | os.PathLike, mdp: TabularMDP) -> None:
     )
 
 
+def _open_npz(path: str | os.PathLike) -> np.lib.npyio.NpzFile:
+    """``np.load(path, allow_pickle=False)`` as an ``.npz`` archive, else ``ValueError``."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (EOFError, OSError, ValueError) as e:
+        raise ValueError(f"mdp: cannot read {os.fspath(path)!r} as .npz ({e})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"mdp: {os.fspath(path)!r} is not an .npz archive of named arrays")
+    return data
+
+
+def _read_arrays(path: str | os.PathLike, data: np.lib.npyio.NpzFile) -> dict:
+    """The ``_REQUIRED`` and present ``_OPTIONAL`` arrays of ``data``; a missing required
+    or any unknown name is refused (a misspelled ``behavior`` would be silently ignored)."""
+    names = set(data.files)
+    missing = [n for n in _REQUIRED if n not in names]
+    if missing:
+        raise ValueError(
+            f"mdp: {os.fspath(path)!r} is missing array(s) {missing}; found {sorted(names)}"
+        )
+    unknown = sorted(names - set(_REQUIRED + _OPTIONAL))
+    if unknown:  # e.g. a misspelled "behavior" or "gamma" would silently be ignored
+        raise ValueError(
+            f"mdp: {os.fspath(path)!r} has unknown array(s) {unknown}; known: required "
+            f"{list(_REQUIRED)}, optional {list(_OPTIONAL)}"
+        )
+    arrays = {}
+    for n in _REQUIRED + _OPTIONAL:
+        if n in names:
+            try:  # members are read lazily: object arrays fail here, not in np.load
+                arrays[n] = data[n]
+            except (ValueError, OSError, EOFError) as e:
+                raise ValueError(
+                    f"{n}: cannot read array {n!r} from {os.fspath(path)!r} ({e})"
+                ) from None
+    return arrays
+
+
 def load_mdp(path: str | os.PathLike) -> TabularMDP:
     """Reads a :class:`TabularMDP` from ``.npz`` (``np.load(path, allow_pickle=False)``).
 
@@ -531,34 +602,8 @@ def load_mdp(path: str | os.PathLike) -> TabularMDP:
       ValueError: ``mdp: ...`` for an unreadable/empty file or missing arrays; the array's
         name for wrong shapes or values.
     """
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (EOFError, OSError, ValueError) as e:
-        raise ValueError(f"mdp: cannot read {os.fspath(path)!r} as .npz ({e})") from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise ValueError(f"mdp: {os.fspath(path)!r} is not an .npz archive of named arrays")
-    with data:
-        names = set(data.files)
-        missing = [n for n in _REQUIRED if n not in names]
-        if missing:
-            raise ValueError(
-                f"mdp: {os.fspath(path)!r} is missing array(s) {missing}; found {sorted(names)}"
-            )
-        unknown = sorted(names - set(_REQUIRED + _OPTIONAL))
-        if unknown:  # e.g. a misspelled "behavior" or "gamma" would silently be ignored
-            raise ValueError(
-                f"mdp: {os.fspath(path)!r} has unknown array(s) {unknown}; known: required "
-                f"{list(_REQUIRED)}, optional {list(_OPTIONAL)}"
-            )
-        arrays = {}
-        for n in _REQUIRED + _OPTIONAL:
-            if n in names:
-                try:  # members are read lazily: object arrays fail here, not in np.load
-                    arrays[n] = data[n]
-                except (ValueError, OSError, EOFError) as e:
-                    raise ValueError(
-                        f"{n}: cannot read array {n!r} from {os.fspath(path)!r} ({e})"
-                    ) from None
+    with _open_npz(path) as data:
+        arrays = _read_arrays(path, data)
     h = arrays.pop("horizon")
     if h.shape != () or not np.issubdtype(h.dtype, np.integer):
         raise ValueError(f"horizon: expected an integer scalar, got {h!r}")

@@ -13,9 +13,32 @@ from copg_jax.envs.bandit import Bandit
 from copg_jax.exact.common import kl, kl_log_q
 
 
+def regularized_reward_from_logs(
+    bandit: Bandit,
+    log_probs: jax.Array,
+    beta,
+    actions: jax.Array | None = None,
+    rewards: jax.Array | None = None,
+) -> jax.Array:
+    """``R_β^π(y) = r(y) − β (ln π(y) − ln π_ref(y))`` from ``ln π`` (CoPG, arXiv
+    2406.19185, §3: the regularized reward of the sequence-level objective).
+
+    Without ``actions``: every arm, with the mean rewards ``r = R`` (``[K]``). With
+    ``actions`` (integer array, any shape) and their observed ``rewards`` (same shape): the
+    sampled ``R_β^π(y_b) = r_b − β (ln π(y_b) − ln π_ref(y_b))``.
+    """
+    log_ref = jnp.log(bandit.ref_probs)
+    if actions is None and rewards is None:
+        return bandit.rewards - beta * (log_probs - log_ref)
+    if actions is None or rewards is None:
+        raise ValueError("actions, rewards: pass both (sampled arms) or neither (every arm)")
+    return rewards - beta * (log_probs[actions] - log_ref[actions])
+
+
 def regularized_reward(bandit: Bandit, probs: jax.Array, beta) -> jax.Array:
-    """``R_β^π(y) = R(y) − β ln(π(y)/π_ref(y))`` for every arm."""
-    return bandit.rewards - beta * (jnp.log(probs) - jnp.log(bandit.ref_probs))
+    """``R_β^π(y) = R(y) − β ln(π(y)/π_ref(y))`` for every arm (from the probabilities;
+    see :func:`regularized_reward_from_logs`)."""
+    return regularized_reward_from_logs(bandit, jnp.log(probs), beta)
 
 
 def objective(bandit: Bandit, probs: jax.Array, beta) -> jax.Array:

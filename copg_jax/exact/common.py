@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -47,6 +48,63 @@ def kl_logits(logits: jax.Array, log_q: jax.Array, d: jax.Array | None = None,
     stable = -jnp.log1p(jnp.sum(jnp.exp(log_q) * jnp.expm1(small), axis=axis))
     kl_val = jnp.where(near, stable, kl_log_q(probs, log_q, axis=axis))
     return jnp.where(kl_val < 0, 0.0, kl_val)  # KL ≥ 0; a NaN compares False and stays
+
+
+#: ``d + expm1(−d) = d² Σ_{n≥0} (−d)ⁿ/(n+2)!``, truncated after ``d^10``: relative error
+#: ``< 2|d|⁹/11! < 1e-16`` for ``|d| < 0.1``.
+_H_SERIES = (1.0 / 2, -1.0 / 6, 1.0 / 24, -1.0 / 120, 1.0 / 720, -1.0 / 5040, 1.0 / 40320,
+             -1.0 / 362880, 1.0 / 3628800)
+#: Below it the series is used; at and above it the direct difference loses at most
+#: ``~2eps/|d| ≤ 20 eps``. Measured against 80-digit references over ``10⁻⁸ ≤ |d| ≤ 80``:
+#: ≤ 45 eps (float32 and float64), ≤ 2 eps for ``|d| < 0.05``. A cut-off at 0.01 with the
+#: series truncated after ``d⁶`` lost up to ~400 eps at ``|d| ≈ 0.015`` (both dtypes).
+_H_SERIES_CUTOFF = 0.1
+#: ``e^{−d}`` overflows for ``d ≪ 0`` (``p ≪ q``); below ``−30`` the term is ``q − p(1 − d)``.
+_H_OVERFLOW_CUTOFF = -30.0
+
+
+def _h_small(d: jax.Array) -> jax.Array:
+    """``h(d) = d − 1 + e^{−d}`` by its Taylor series (Horner), for ``|d| < 0.1``."""
+    poly = jnp.zeros_like(d)
+    for c in reversed(_H_SERIES):
+        poly = poly * d + c
+    return d * d * poly
+
+
+def _kl_terms(log_p: jax.Array, log_q: jax.Array) -> jax.Array:
+    """The non-negative terms ``p h(d)``, ``d = ln p − ln q``, ``h(d) = d − 1 + e^{−d} ≥ 0``.
+
+    ``p = 0`` (``ln p = −∞``) gives ``q`` (the missing mass), ``d < −30`` gives
+    ``q − p(1 − d)`` (``e^{−d}`` would overflow), ``|d| < 0.1`` the series of
+    :func:`_h_small`, else ``d + expm1(−d)``."""
+    p = jnp.exp(log_p)
+    q = jnp.exp(log_q)
+    finite = jnp.isfinite(log_p)
+    d = jnp.where(finite, log_p - log_q, 0.0)
+    small = jnp.abs(d) < _H_SERIES_CUTOFF
+    h_small = _h_small(jnp.where(small, d, 0.0))
+    # Moderate d: no cancellation beyond ~20 eps; the series entries get a harmless 1.0.
+    dm = jnp.where(small, 1.0, jnp.maximum(d, _H_OVERFLOW_CUTOFF))
+    h_mid = dm + jnp.expm1(-dm)
+    term = jnp.where(small, p * h_small, p * h_mid)
+    term = jnp.where(d < _H_OVERFLOW_CUTOFF, q + p * (d - 1.0), term)
+    # A NaN in ln p (a broken target) gives a NaN term, not the zero-mass term q.
+    return jnp.where(finite, term, jnp.where(jnp.isnan(log_p), log_p, q))
+
+
+def kl_from_logs(log_p: jax.Array, log_q: jax.Array) -> jax.Array:
+    """``KL(p‖q) = Σ p ln(p/q)`` of two normalized ``[K]`` distributions given by their logs.
+
+    Computed as ``Σ_y p (d − 1 + e^{−d})``, ``d = ln p − ln q`` (equal since ``Σp = Σq = 1``):
+    every term is ``≥ 0`` (:func:`_kl_terms`), so the result is never negative and has
+    relative accuracy near ``p = q`` instead of the ``~eps`` absolute error of ``Σ p d``.
+    ``0 ln 0 = 0``; a NaN in ``ln p`` (a broken target) gives NaN, not a zero-mass term.
+    Used for the duality gap ``τ[KL(π‖BR₁) + KL(π‖BR₂)]`` of preference games
+    (:func:`copg_jax.exact.games.duality_gap`; Munos et al., arXiv 2312.00886; Zhou, Fazel,
+    Du, arXiv 2503.08942).
+    """
+    chex.assert_rank([log_p, log_q], 1)
+    return jnp.sum(_kl_terms(log_p, log_q))
 
 
 def entropy(p: jax.Array, axis: int = -1) -> jax.Array:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
 from copg_jax.envs.games import PreferenceGame
-from copg_jax.exact.common import kl
+from copg_jax.exact.common import kl, kl_from_logs
 
 
 def _tau_like(tau, x) -> jax.Array:
@@ -55,45 +56,6 @@ def regularized_preference(game: PreferenceGame, pi: jax.Array, pi2: jax.Array, 
     return pi @ game.P @ pi2 - tau * kl(pi, mu) + tau * kl(pi2, mu)
 
 
-def _kl_from_logs(log_p: jax.Array, log_q: jax.Array) -> jax.Array:
-    """``KL(p‖q)`` for normalized ``p, q`` given by their logs, as a sum of non-negative terms.
-
-    Uses ``KL = Σ_y p (d − 1 + e^{−d})`` with ``d = ln p − ln q`` (valid because ``Σp = Σq``),
-    each term ``≥ 0``; the small-``|d|`` terms use a Taylor series, so the result is never
-    negative and has relative (not absolute) accuracy near ``p = q``. ``p = 0`` terms contribute
-    ``q`` (whose sum is the missing mass, so the total is still ``Σ p ln(p/q)``).
-    """
-    p = jnp.exp(log_p)
-    q = jnp.exp(log_q)
-    finite = jnp.isfinite(log_p)
-    d = jnp.where(finite, log_p - log_q, 0.0)
-    small = jnp.abs(d) < 0.1
-    ds = jnp.where(small, d, 0.0)
-    # d + expm1(-d) = d²(1/2 − d/6 + d²/24 − …), truncated after d^10: error < 1e-17 rel.
-    coeffs = [
-        1.0 / 2,
-        -1.0 / 6,
-        1.0 / 24,
-        -1.0 / 120,
-        1.0 / 720,
-        -1.0 / 5040,
-        1.0 / 40320,
-        -1.0 / 362880,
-        1.0 / 3628800,
-    ]
-    poly = jnp.zeros_like(ds)
-    for c in reversed(coeffs):
-        poly = poly * ds + c
-    h_small = ds * ds * poly
-    # Moderate d: no cancellation beyond ~20 eps; very negative d (p ≪ q): q − p(1 − d).
-    dm = jnp.where(small, 1.0, jnp.maximum(d, -30.0))
-    h_mid = dm + jnp.expm1(-dm)
-    term = jnp.where(small, p * h_small, p * h_mid)
-    term = jnp.where(d < -30.0, q + p * (d - 1.0), term)
-    term = jnp.where(finite, term, q)
-    return jnp.sum(term)
-
-
 def duality_gap(game: PreferenceGame, pi: jax.Array, tau) -> jax.Array:
     """Duality gap ``max_{π'} P_τ(π' ≻ π) − min_{π'} P_τ(π ≻ π')`` in closed form.
 
@@ -108,7 +70,8 @@ def duality_gap(game: PreferenceGame, pi: jax.Array, tau) -> jax.Array:
     textbook ``2[τ ln Σ μ exp(Pπ/τ) + τ KL(π‖μ)] − 1``. The KL form avoids the cancellation
     against the ``−1`` (whose rounding error is ~eps, i.e. 1e-7 in float32): it is computed as
     a sum of non-negative terms, so the returned value is ``≥ 0`` without clamping, and it is
-    zero exactly at ``π*_τ`` (up to the rounding of ``BR(π*_τ) = π*_τ``, i.e. ~``eps²/τ``).
+    zero exactly at ``π*_τ`` (up to the rounding of ``BR(π*_τ) = π*_τ``, i.e. ~``eps²/τ``);
+    see :func:`copg_jax.exact.common.kl_from_logs`.
 
     Args:
       game: one preference game; pi: ``[K]`` probabilities; tau: ``τ > 0``.
@@ -121,7 +84,7 @@ def duality_gap(game: PreferenceGame, pi: jax.Array, tau) -> jax.Array:
     log_pi = jnp.log(pi / jnp.sum(pi))
     log_br1 = _log_best_response(log_mu, game.P @ pi, tau)
     log_br2 = _log_best_response(log_mu, -(game.P.T @ pi), tau)
-    return tau * (_kl_from_logs(log_pi, log_br1) + _kl_from_logs(log_pi, log_br2))
+    return tau * (kl_from_logs(log_pi, log_br1) + kl_from_logs(log_pi, log_br2))
 
 
 def fixed_point_residual(game: PreferenceGame, pi: jax.Array, tau) -> jax.Array:
@@ -146,7 +109,15 @@ def _fixed_point_map(x, log_mu, P, beta):
 
 
 def _jacobian_parts(x, log_mu, P, beta):
-    """``F(x)``, its Jacobian ``J = I − β(I − 1qᵀ) P (diag π − ππᵀ)`` and ``∂F/∂β``."""
+    """``F(x)``, its Jacobian ``J = I − β(I − 1qᵀ) P (diag π − ππᵀ)`` and ``∂F/∂β``.
+
+    Corrector of :func:`nash_equilibrium`: damped Newton on ``F``. With ``S = diag π − ππᵀ``
+    and ``q = softmax(ln μ + βPπ)``, ``J = I − β(I − 1qᵀ)PS`` is nonsingular at the solution
+    (``q = π``): ``P = ½11ᵀ + A`` with ``A`` antisymmetric and ``1ᵀS = 0``, so ``Jv = 0``
+    gives ``vᵀSv = β(Sv)ᵀA(Sv) = 0``, hence ``v ∥ 1`` and then ``v = Jv = 0``. So Newton
+    converges quadratically near ``π*_τ``, and by the implicit function theorem the path
+    ``β ↦ π*_{1/β}`` is smooth (the game of NLHF, Munos et al., arXiv 2312.00886).
+    """
     k = x.shape[0]
     pi = jax.nn.softmax(x)
     ppi = P @ pi
@@ -159,64 +130,141 @@ def _jacobian_parts(x, log_mu, P, beta):
     return f, jac, df_dbeta
 
 
-def _continuation_step(state, log_mu, P, alphas, consts):
-    """One step of the path following in ``nash_equilibrium`` (predictor or Newton).
+class _PathState(NamedTuple):
+    """Carry of the continuation loop of :func:`solve_nash` (one game)."""
+
+    x: jax.Array  # [K] last accepted point, x = ln π* up to a constant, at β = beta
+    beta: jax.Array  # β of x (0 at the start, x = ln μ)
+    y: jax.Array  # [K] iterate of the current trial, towards β = beta_try
+    beta_try: jax.Array  # β of the current trial
+    k: jax.Array  # step within the trial: 0 = predictor, 1..newton_steps = Newton
+    log_r: jax.Array  # ln r, r = the ratio between consecutive β
+    trials: jax.Array  # trials ended (accepted + rejected + polishing)
+    polish: jax.Array  # trials accepted at β = 1/τ
+
+
+class _PathConsts(NamedTuple):
+    """Loop constants of :func:`solve_nash`."""
+
+    newton_steps: int  # Newton steps per trial
+    beta_target: jax.Array  # 1/τ
+    beta0: jax.Array  # first target from β = 0, min(1/tau_start, 1/τ)
+    log_max_ratio: jax.Array  # ln max_ratio
+    eps: jax.Array  # machine epsilon of the dtype
+    log_mu_scale: jax.Array  # max |ln μ|
+
+
+def _step_direction(s: _PathState, log_mu, P) -> tuple[jax.Array, jax.Array]:
+    """The point ``p`` a step starts from and its direction ``d`` (0 if not finite).
 
     ``k == 0``: Euler predictor from the accepted point ``(x, β)`` towards ``β_try``,
-    direction ``−(β_try − β) J⁻¹ ∂F/∂β``. ``k ≥ 1``: Newton direction ``−J⁻¹F`` at
-    ``(y, β_try)``. Either way the step length is the ``α ∈ alphas ∪ {0}`` minimizing
-    ``‖F(· , β_try)‖₂`` (a grid line search evaluated in parallel, so under vmap no instance
-    waits for another), so ``‖F‖`` never increases within a trial. After ``newton_steps``
-    Newton steps the trial ends: it is accepted if
-    ``‖F‖₂ ≤ max(1e-6, 64 eps √K (1 + β_try + max|ln μ|))`` (always once ``β = β_target``,
-    where trials only polish), and the step ratio ``r`` doubles in log (accepted, up to
-    ``max_ratio``) or halves (rejected).
+    ``d = −(β_try − β) J⁻¹ ∂F/∂β`` (``x + Δβ dx/dβ``, ``dx/dβ = −J⁻¹∂F/∂β``). Actions that
+    leave the support as ``τ → 0`` have ``ln π ≈ a − bβ``, affine in β, which it
+    extrapolates exactly; actions on it have ``ln π`` ≈ constant. ``k ≥ 1``: Newton
+    direction ``d = −J⁻¹F`` at ``(y, β_try)`` (the corrector, see :func:`_jacobian_parts`).
     """
-    x, beta, y, beta_try, k, log_r, trials, polish = state
-    newton_steps, beta_target, beta0, log_max_ratio, eps, log_mu_scale = consts
-    predictor = k == 0
-    p = jnp.where(predictor, x, y)
-    f, jac, df_dbeta = _jacobian_parts(p, log_mu, P, jnp.where(predictor, beta, beta_try))
-    d = jnp.linalg.solve(jac, jnp.where(predictor, -(beta_try - beta) * df_dbeta, f))
+    predictor = s.k == 0
+    p = jnp.where(predictor, s.x, s.y)
+    f, jac, df_dbeta = _jacobian_parts(p, log_mu, P, jnp.where(predictor, s.beta, s.beta_try))
+    d = jnp.linalg.solve(jac, jnp.where(predictor, -(s.beta_try - s.beta) * df_dbeta, f))
     d = -jnp.where(jnp.all(jnp.isfinite(d)), d, jnp.zeros_like(d))
-    cands = p[None, :] + alphas[:, None] * d[None, :]
-    norms = jax.vmap(lambda c: jnp.sum(_fixed_point_map(c, log_mu, P, beta_try) ** 2))(cands)
-    norms = jnp.where(jnp.isfinite(norms), norms, jnp.inf)
-    best = jnp.argmin(norms)  # alphas[-1] = 0, so y_new is never worse than p
-    y_new = cands[best]
+    return p, d
 
-    done = k == newton_steps
-    at_target = beta_try >= beta_target
-    # Rounding floor of ‖F‖₂: eps·√K·(|ln μ| + β|Pπ| + |LSE|); the 1e-6 keeps trials cheap.
-    tol = jnp.maximum(1e-6, 64 * eps * jnp.sqrt(x.shape[0]) * (1 + beta_try + log_mu_scale))
-    ok = (jnp.sqrt(norms[best]) <= tol) | (beta == beta_try)
-    x_next = jnp.where(done & ok, y_new, x)
-    beta_next = jnp.where(done & ok, beta_try, beta)
-    log_r_next = jnp.where(
-        done, jnp.where(ok, jnp.minimum(2 * log_r, log_max_ratio), 0.5 * log_r), log_r
+
+def _line_search(p, d, log_mu, P, beta, alphas) -> tuple[jax.Array, jax.Array]:
+    """``(y, ‖F(y, β)‖₂²)`` for ``y = p + αd``, ``α ∈ alphas`` minimizing ``‖F(·, β)‖₂``.
+
+    A grid line search evaluated in parallel (under vmap no instance waits for another);
+    ``alphas[-1] = 0``, so ``y`` is never worse than ``p`` and ``‖F‖`` never increases
+    within a trial. Non-finite residuals count as ``+∞``.
+    """
+    cands = p[None, :] + alphas[:, None] * d[None, :]
+    norms = jax.vmap(lambda c: jnp.sum(_fixed_point_map(c, log_mu, P, beta) ** 2))(cands)
+    norms = jnp.where(jnp.isfinite(norms), norms, jnp.inf)
+    best = jnp.argmin(norms)
+    return cands[best], norms[best]
+
+
+def _end_trial(s: _PathState, y_new, norm2, c: _PathConsts) -> _PathState:
+    """The state after a step to ``y_new`` (residual ``‖F‖₂² = norm2``) at ``β_try``.
+
+    After ``newton_steps`` Newton steps the trial ends: it is accepted if
+    ``‖F‖₂ ≤ max(1e-6, 64 eps √K (1 + β_try + max|ln μ|))`` (a multiple of the rounding
+    floor ``eps √K (|ln μ| + β|Pπ| + |LSE|)``; the 1e-6 keeps trials cheap), and always once
+    ``β = β_target`` (trials there only polish). ``ln r`` then doubles (accepted, up to
+    ``ln max_ratio``) or halves (rejected: the trial is retried from the accepted point).
+    From ``β = 0`` the first target is ``β₀`` (shrunk by ``r`` on failure), then
+    ``β ← min(rβ, β_target)``.
+    """
+    done = s.k == c.newton_steps
+    at_target = s.beta_try >= c.beta_target
+    tol = jnp.maximum(
+        1e-6, 64 * c.eps * jnp.sqrt(s.x.shape[0]) * (1 + s.beta_try + c.log_mu_scale)
     )
-    # From β = 0 the first target is β₀ (shrunk by r on failure), then β ← min(rβ, β_target).
+    ok = (jnp.sqrt(norm2) <= tol) | (s.beta == s.beta_try)
+    x_next = jnp.where(done & ok, y_new, s.x)
+    beta_next = jnp.where(done & ok, s.beta_try, s.beta)
+    log_r_next = jnp.where(
+        done, jnp.where(ok, jnp.minimum(2 * s.log_r, c.log_max_ratio), 0.5 * s.log_r), s.log_r
+    )
     beta_try_next = jnp.where(
         beta_next > 0,
-        jnp.minimum(beta_next * jnp.exp(log_r_next), beta_target),
-        beta0 * jnp.exp(log_r_next - log_max_ratio),
+        jnp.minimum(beta_next * jnp.exp(log_r_next), c.beta_target),
+        c.beta0 * jnp.exp(log_r_next - c.log_max_ratio),
     )
-    return (
-        x_next,
-        beta_next,
-        y_new,
-        jnp.where(done, beta_try_next, beta_try),
-        jnp.where(done, 0, k + 1),
-        log_r_next,
-        trials + done.astype(trials.dtype),
-        polish + (done & at_target & ok).astype(polish.dtype),
+    return _PathState(
+        x=x_next,
+        beta=beta_next,
+        y=y_new,
+        beta_try=jnp.where(done, beta_try_next, s.beta_try),
+        k=jnp.where(done, 0, s.k + 1),
+        log_r=log_r_next,
+        trials=s.trials + done.astype(s.trials.dtype),
+        polish=s.polish + (done & at_target & ok).astype(s.polish.dtype),
     )
+
+
+def _continuation_step(s: _PathState, log_mu, P, alphas, c: _PathConsts) -> _PathState:
+    """One step of the path following of :func:`nash_equilibrium` (predictor or Newton).
+
+    From ``x = ln μ`` (``β = 0``) to ``β₀ = min(1/tau_start, 1/τ)``, then
+    ``β ← min(rβ, 1/τ)``: a trial is a predictor step and ``newton_steps`` Newton steps
+    towards ``β_try`` (:func:`_step_direction`), each of the length found by
+    :func:`_line_search`; :func:`_end_trial` accepts or rejects it and adapts ``r``. Steps
+    get short where an action enters or leaves the support.
+    """
+    p, d = _step_direction(s, log_mu, P)
+    y_new, norm2 = _line_search(p, d, log_mu, P, s.beta_try, alphas)
+    return _end_trial(s, y_new, norm2, c)
 
 
 class NashSolution(NamedTuple):
     log_probs: jax.Array  # [K] ln π*_τ, normalized
     trials: jax.Array  # continuation trials used (accepted + rejected + polishing)
     converged: jax.Array  # reached β = 1/τ and polished (else best effort at a larger τ)
+
+
+def _path_start(game: PreferenceGame, tau, max_ratio: float, tau_start: float,
+                line_search_steps: int, newton_steps: int):
+    """``(ln μ, alphas, consts, state)`` at ``β = 0``, ``x = y = ln μ``, ``β_try = β₀``,
+    ``ln r = ln max_ratio``; ``alphas = 1, ½, …, 2^{1−line_search_steps}, 0``."""
+    P = game.P
+    dtype = jnp.result_type(P)
+    tau = _tau_like(tau, P)
+    beta_target = 1.0 / tau
+    log_mu = jnp.log(game.ref_probs).astype(dtype)
+    alphas = jnp.concatenate(
+        [0.5 ** jnp.arange(line_search_steps, dtype=dtype), jnp.zeros((1,), dtype)]
+    )
+    log_max_ratio = jnp.log(jnp.asarray(max_ratio, dtype))
+    beta0 = jnp.minimum(jnp.asarray(1.0 / tau_start, dtype), beta_target)
+    eps = jnp.finfo(dtype).eps
+    consts = _PathConsts(newton_steps, beta_target, beta0, log_max_ratio, eps,
+                         jnp.max(jnp.abs(log_mu)))
+    zero = jnp.zeros((), dtype)
+    i0 = jnp.zeros((), jnp.int32)
+    state = _PathState(log_mu, zero, log_mu, beta0, i0, log_max_ratio, i0, i0)
+    return log_mu, alphas, consts, state
 
 
 def solve_nash(
@@ -233,33 +281,30 @@ def solve_nash(
 
     Same method and arguments as ``nash_equilibrium``. ``log_probs`` is accurate also for
     entries that underflow to 0 in probability space (at small τ, ``ln π ≈ a − b/τ``).
+
+    Accuracy, measured with ``fixed_point_residual`` (max log-space residual) on 1000 EGPO
+    random games of K = 10 (reference logit scales 1 and 5), 50 of K = 50, 4 of K = 300,
+    and dice, cyclic and Bradley–Terry games: float64 ≤ 3e-13 for τ ∈ [1e-3, 1e3] (≈ 2e-12
+    at τ = 1e-4); float32 ≈ eps/τ (≈ 1e-4 at τ = 1e-3), the rounding floor of ``Pπ/τ``. The
+    duality gap at the result is < 1e-28 (float64) / < 1e-11 (float32). Trials used in
+    float64 at τ = 1e-3, K = 10: mean ≈ 20, max ≈ 55 (reference logit scale 1), mean ≈ 44,
+    max ≈ 110 (scale 5); at τ = 1e-4 up to ≈ 150 (``max_trials = 200``). Each trial is
+    ``newton_steps + 1`` steps of one ``K×K`` solve and ``line_search_steps + 1`` residual
+    evaluations. Under vmap every instance runs until the slowest is done.
     """
-    P = game.P
-    dtype = jnp.result_type(P)
-    tau = _tau_like(tau, P)
-    beta_target = 1.0 / tau
-    log_mu = jnp.log(game.ref_probs).astype(dtype)
-    alphas = jnp.concatenate(
-        [0.5 ** jnp.arange(line_search_steps, dtype=dtype), jnp.zeros((1,), dtype)]
+    chex.assert_rank([game.P, game.ref_probs], [2, 1])
+    log_mu, alphas, consts, state = _path_start(
+        game, tau, max_ratio, tau_start, line_search_steps, newton_steps
     )
-    log_max_ratio = jnp.log(jnp.asarray(max_ratio, dtype))
-    beta0 = jnp.minimum(jnp.asarray(1.0 / tau_start, dtype), beta_target)
-    eps = jnp.finfo(dtype).eps
-    consts = (newton_steps, beta_target, beta0, log_max_ratio, eps, jnp.max(jnp.abs(log_mu)))
-    zero = jnp.zeros((), dtype)
-    i0 = jnp.zeros((), jnp.int32)
-    state = (log_mu, zero, log_mu, beta0, i0, log_max_ratio, i0, i0)
 
-    def cond(state):
-        trials, polish = state[6], state[7]
-        return (polish < polish_trials) & (trials < max_trials + polish_trials)
+    def cond(s: _PathState):
+        return (s.polish < polish_trials) & (s.trials < max_trials + polish_trials)
 
-    state = jax.lax.while_loop(
-        cond, lambda s: _continuation_step(s, log_mu, P, alphas, consts), state
+    s = jax.lax.while_loop(
+        cond, lambda s: _continuation_step(s, log_mu, game.P, alphas, consts), state
     )
-    x, beta, trials, polish = state[0], state[1], state[6], state[7]
-    converged = (beta >= beta_target) & (polish >= polish_trials)
-    return NashSolution(jax.nn.log_softmax(x), trials, converged)
+    converged = (s.beta >= consts.beta_target) & (s.polish >= polish_trials)
+    return NashSolution(jax.nn.log_softmax(s.x), s.trials, converged)
 
 
 def nash_equilibrium(
@@ -276,38 +321,13 @@ def nash_equilibrium(
 
     Method: predictor–corrector continuation in ``β = 1/τ`` with damped Newton, in
     log-probability space ``x = ln π``, as one ``lax.while_loop`` (jit/vmap-able; ``tau``
-    may be traced).
-
-    * Corrector: damped Newton on ``F(x) = x − logsoftmax(ln μ + β P softmax(x))``. Its
-      Jacobian ``J = I − β(I − 1qᵀ)PS``, ``S = diag π − ππᵀ``, ``q = softmax(ln μ + βPπ)``,
-      is nonsingular at the solution (``q = π``): ``P = ½11ᵀ + A`` with ``A`` antisymmetric
-      and ``1ᵀS = 0``, so ``Jv = 0`` gives ``vᵀSv = β(Sv)ᵀA(Sv) = 0``, hence ``v ∥ 1`` and
-      then ``v = Jv = 0``. So Newton converges quadratically near ``π*_τ``, and by the
-      implicit function theorem the path ``β ↦ π*_{1/β}`` is smooth.
-    * Predictor: Euler step ``x + Δβ dx/dβ``, ``dx/dβ = −J⁻¹∂F/∂β``. Actions that leave the
-      support as ``τ → 0`` have ``ln π ≈ a − bβ``, affine in β, which it extrapolates
-      exactly; actions on it have ``ln π`` ≈ constant.
-    * Path following (``_continuation_step``): from ``x = ln μ`` (``β = 0``) to
-      ``β₀ = min(1/tau_start, 1/τ)``, then ``β ← min(rβ, 1/τ)``. A trial (predictor +
-      ``newton_steps`` Newton steps) is accepted if ``‖F‖₂ ≤ max(1e-6, 64 eps √K (1 + β +
-      max|ln μ|))`` (a multiple of its rounding floor); then
-      ``ln r`` doubles (up to ``ln max_ratio``), else it halves and the trial is retried from
-      the last accepted point. Steps get short where an action enters or leaves the
-      support. ``polish_trials`` trials are run at ``β = 1/τ`` (the one that reaches it
-      included). ``solve_nash`` also returns the trial count and a convergence flag.
-      A plain damped Newton from ``ln μ`` fails for τ ≲ 1e-3 (it stalls when an action
-      enters the support), and a fixed τ schedule fails on a few in a thousand random
-      games; this adaptive one failed on none of those tested.
-
-    Accuracy, measured with ``fixed_point_residual`` (max log-space residual) on 1000 EGPO
-    random games of K = 10 (reference logit scales 1 and 5), 50 of K = 50, 4 of K = 300,
-    and dice, cyclic and Bradley–Terry games: float64 ≤ 3e-13 for τ ∈ [1e-3, 1e3] (≈ 2e-12
-    at τ = 1e-4); float32 ≈ eps/τ (≈ 1e-4 at τ = 1e-3), the rounding floor of ``Pπ/τ``. The
-    duality gap at the result is < 1e-28 (float64) / < 1e-11 (float32). Trials used in
-    float64 at τ = 1e-3, K = 10: mean ≈ 20, max ≈ 55 (reference logit scale 1), mean ≈ 44,
-    max ≈ 110 (scale 5); at τ = 1e-4 up to ≈ 150 (``max_trials = 200``). Each trial is
-    ``newton_steps + 1`` steps of one ``K×K`` solve and ``line_search_steps + 1`` residual
-    evaluations. Under vmap every instance runs until the slowest is done.
+    may be traced): corrector :func:`_jacobian_parts`, predictor :func:`_step_direction`,
+    path following :func:`_continuation_step` (trials accepted by :func:`_end_trial`).
+    ``polish_trials`` trials are run at ``β = 1/τ`` (the one that reaches it included).
+    ``solve_nash`` also returns the trial count and a convergence flag, and gives the
+    measured accuracy and cost. A plain damped Newton from ``ln μ`` fails for τ ≲ 1e-3 (it
+    stalls when an action enters the support), and a fixed τ schedule fails on a few in a
+    thousand random games; this adaptive one failed on none of those tested.
 
     Args:
       game: one preference game (vmap for a batch).

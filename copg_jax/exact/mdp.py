@@ -39,6 +39,9 @@ one compilation per shape/dtype); they inline when called inside other jitted co
 
 from __future__ import annotations
 
+import functools
+
+import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -210,6 +213,26 @@ def expected_sum(mdp: TabularMDP, behaviour: jax.Array, g: jax.Array) -> jax.Arr
     return jnp.sum(d * time_indexed(g, mdp.horizon))
 
 
+def _product_step(T: jax.Array, carry: tuple, xs: tuple) -> tuple[tuple, jax.Array]:
+    """One step ``t`` of :func:`expected_product`'s forward program.
+
+    ``carry = (p, G, L, GL)``: ``[S]`` vectors ``P(s_t=s)``, ``E[G_{<t} 1{s_t=s}]``,
+    ``E[L_{<t} 1{s_t=s}]``, ``E[G_{<t} L_{<t} 1{s_t=s}]``; ``xs = (μ_t, g_t, l_t)``, each
+    ``[S, A]``. With ``(G + g)(L + l) = GL + G l + g L + g l`` the moments of ``(s_t, a_t)``
+    are pushed through ``μ_t`` and then ``T`` to ``s_{t+1}``; also returns
+    ``E[G_{≤t} L_{≤t}]`` (the last one is the answer).
+    """
+    p, G, L, GL = carry
+    mu_t, g_t, l_t = xs
+    pa = p[:, None] * mu_t
+    Gm, Lm = G[:, None] * mu_t, L[:, None] * mu_t
+    Ga = Gm + g_t * pa
+    La = Lm + l_t * pa
+    GLa = GL[:, None] * mu_t + Gm * l_t + Lm * g_t + g_t * l_t * pa
+    nxt = jnp.einsum("nsa,sak->nk", jnp.stack([pa, Ga, La, GLa]), T)
+    return tuple(nxt), jnp.sum(GLa)
+
+
 @jax.jit
 def expected_product(
     mdp: TabularMDP, behaviour: jax.Array, g: jax.Array, l: jax.Array
@@ -239,21 +262,10 @@ def expected_product(
     mu = time_indexed(behaviour, H)
     g = time_indexed(g, H)
     l = time_indexed(l, H)
+    S, A = mdp.num_states, mdp.num_actions
+    chex.assert_shape([mu, g, l], (H, S, A))
     dtype = jnp.result_type(mu, g, l, mdp.T)
-    S = mdp.num_states
-
-    def step(carry, xs):
-        p, G, L, GL = carry
-        mu_t, g_t, l_t = xs
-        pa = p[:, None] * mu_t
-        Gm, Lm = G[:, None] * mu_t, L[:, None] * mu_t
-        Ga = Gm + g_t * pa
-        La = Lm + l_t * pa
-        GLa = GL[:, None] * mu_t + Gm * l_t + Lm * g_t + g_t * l_t * pa
-        nxt = jnp.einsum("nsa,sak->nk", jnp.stack([pa, Ga, La, GLa]), mdp.T)
-        return tuple(nxt), jnp.sum(GLa)
-
     zeros = jnp.zeros((S,), dtype)
     init = (mdp.rho0.astype(dtype), zeros, zeros, zeros)
-    _, totals = jax.lax.scan(step, init, (mu, g, l))
+    _, totals = jax.lax.scan(functools.partial(_product_step, mdp.T), init, (mu, g, l))
     return totals[-1]
