@@ -1,12 +1,20 @@
 """Sweeps: methods × hyperparameter grid × problem instances × seeds, one program each.
 
-For every method the whole sweep is ONE compiled program (plus one for initialization):
-grid points, instances and seeds are flattened into a single "runs" axis that is
-``vmap``-ed, and that axis is split over all devices (``shard_map`` on a 1-D ``Mesh``:
-each device runs the vmapped program on its own block, with no communication), padded to
-a multiple of the device count. Hyperparameter values are array
-leaves, so the number of grid values or seeds never triggers a recompilation; only the
-static configuration (sizes, steps, batch size, optimizer) does.
+A sweep reads top to bottom as four pieces:
+
+* **plan** (:mod:`copg_jax.sweep_plan`): grid points, instances and seeds flattened into
+  one "runs" axis, padded to a multiple of the device count and cut into slices of at
+  most ``max_parallel`` runs; each run's hyperparameters and PRNG key;
+* **programs** (:mod:`copg_jax.sweep_programs`): the compiled initialization, epoch
+  permutation and chunk programs, ``vmap``-ed over a slice and split over all devices;
+  compiled once for every slice (hyperparameter values are array leaves, so the number of
+  grid values or seeds never triggers a recompilation);
+* **host loop** (:func:`run_methods`): slice by slice, the initialization then the chunks
+  of ``logs_per_chunk`` logged points, each followed by a progress line and a
+  **checkpoint** (:mod:`copg_jax.checkpoint`, written atomically; ``--resume`` continues
+  from the last completed chunk);
+* **summary**: the curves ``[G, I, S, L+1]`` and each method's final statistics per grid
+  point, written as ``curves.npz`` and ``summary.json``.
 
 Seeds are common random numbers: run (instance i, seed s) uses the key
 ``fold_in(fold_in(PRNGKey(seed), i), s)`` for every method and every grid point, so all
@@ -14,10 +22,8 @@ methods see the same offline datasets. Results are identical on 1 or many device
 when a sweep is interrupted and resumed (the step-t randomness is ``fold_in(key, t)``,
 independent of chunking).
 
-Long runs advance in chunks of ``logs_per_chunk`` logged points; after each chunk the
-state is checkpointed atomically (``--resume`` continues from the last completed chunk)
-and a progress line is printed. ``max_parallel`` bounds how many runs are in memory at
-once (the runs axis is then processed in slices, each the same compiled program).
+The problems own their kind (:func:`copg_jax.kinds.kind_of`): a :class:`SweepSpec` needs
+no kind string.
 """
 
 from __future__ import annotations
@@ -25,34 +31,44 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import math
 import shutil
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 import copg_jax
-import copg_jax.kinds
-from copg_jax import data as data_lib
 from copg_jax import results as rs
 from copg_jax import stats as stats_lib
 from copg_jax import train
 from copg_jax.algos.base import Method, StaticConfig
-from copg_jax.algos.registry import get_method
-from copg_jax.dtypes import as_float
-from copg_jax.validation import check_memory, check_seed
+from copg_jax.algos.registry import get_method, list_methods
+from copg_jax.checkpoint import (
+    Checkpoint,
+    read_checkpoint,
+    restore_state,
+    state_leaves,
+    write_checkpoint,
+)
+from copg_jax.kinds import ProblemKind, get_kind, kind_names, kind_of
+from copg_jax.sweep_plan import Curves, Plan, check_plan_memory, make_plan, run_inputs, slice_inputs
+from copg_jax.sweep_programs import TRACE_COUNTS, Programs, compile_programs, runs_mesh, shard
+from copg_jax.validation import check_seed
 
-# (method name, function) -> number of times it was traced. Tests use it to check that
-# the grid size does not cause recompilation.
-TRACE_COUNTS: Counter = Counter()
+__all__ = ["TRACE_COUNTS", "SweepResult", "SweepSpec", "resolve_kind", "run_methods", "sweep",
+           "validate"]
+
+PERMS_MAX_BYTES = 1 << 30  # epoch permutations computed ahead per chunk, at most
+
+
+# ---------------------------------------------------------------------------------------
+# what to run
 
 
 @dataclasses.dataclass
@@ -61,7 +77,10 @@ class SweepSpec:
 
     Attributes:
       experiment: name written into results.
-      problem_kind: ``"bandit"``, ``"game"`` or ``"mdp"``.
+      problem_kind: ``"bandit"``, ``"game"``, ``"mdp"``, ... or ``None`` (the default): the
+        kind of the problems passed to :func:`sweep`. Given, it must be theirs. (Kept in
+        second place so that positional calls ``SweepSpec(name, kind, methods, ...)``
+        still work.)
       methods: registry names.
       grid: hyperparameter name -> list of values; the sweep runs their product.
       hparams: fixed hyperparameters for every method (override method defaults).
@@ -84,11 +103,11 @@ class SweepSpec:
     """
 
     experiment: str
-    problem_kind: str
-    methods: Sequence[str]
-    grid: Mapping[str, Sequence[float]]
-    num_seeds: int
-    cfg: StaticConfig
+    problem_kind: str | None = None
+    methods: Sequence[str] = ()
+    grid: Mapping[str, Sequence[float]] = dataclasses.field(default_factory=dict)
+    num_seeds: int = 1
+    cfg: StaticConfig = dataclasses.field(default_factory=StaticConfig)
     hparams: Mapping[str, float] = dataclasses.field(default_factory=dict)
     method_cfg: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     method_hparams: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
@@ -98,6 +117,9 @@ class SweepSpec:
     pool_instances: bool = False
 
     def __post_init__(self):
+        if self.problem_kind is not None and not isinstance(self.problem_kind, str):
+            raise ValueError(f"problem_kind: must be a kind name such as 'bandit', or None "
+                             f"(the problems' kind), got {self.problem_kind!r}")
         self.num_seeds = _as_int("seeds", self.num_seeds)
         self.seed = _as_int("seed", self.seed)
         self.max_parallel = _as_int("max_parallel", self.max_parallel, optional=True)
@@ -118,9 +140,11 @@ class SweepSpec:
                 for k, v in method.resolve_hparams(self.method_point(method.name, point)).items()}
 
     def to_config(self) -> dict:
+        """The JSON-able config (the results fingerprint); ``problem_kind`` is the kind's
+        name (without ``problem_kind``, the one kind that has all the methods)."""
         config = {
             "experiment": self.experiment,
-            "problem_kind": self.problem_kind,
+            "problem_kind": _kind_name(self),
             "methods": list(self.methods),
             "grid": {k: [float(x) for x in v] for k, v in self.grid.items()},
             "hparams": {k: float(v) for k, v in self.hparams.items()},
@@ -142,7 +166,39 @@ class SweepResult:
     out: Path | None
 
 
+def resolve_kind(spec: SweepSpec, problems: Sequence[Any] | None = None) -> ProblemKind | None:
+    """The problem kind of a sweep. With ``problems``: theirs (:func:`kind_of`), which a
+    given ``spec.problem_kind`` must be. Without: ``spec.problem_kind``'s, else the one kind
+    that has every method of the spec (``None`` when several or none have)."""
+    if problems:
+        kind = kind_of(problems[0])
+        if spec.problem_kind is not None and spec.problem_kind != kind.name:
+            raise ValueError(
+                f"problem_kind: the spec says {spec.problem_kind!r}, but the problems "
+                f"({type(problems[0]).__name__}) are of kind {kind.name!r}; leave "
+                "problem_kind out (it is the problems' kind)")
+        return kind
+    if spec.problem_kind is not None:
+        return get_kind(spec.problem_kind)
+    kinds = _kinds_with(spec.methods)
+    return kinds[0] if len(kinds) == 1 else None
+
+
+def _kinds_with(names: Sequence[str]) -> list[ProblemKind]:
+    """The problem kinds that have a method of every name."""
+    return [get_kind(k) for k in kind_names() if set(names) <= set(list_methods(k))]
+
+
+def _kind_name(spec: SweepSpec) -> str:
+    kind = resolve_kind(spec)
+    if kind is None:
+        raise ValueError(f"problem_kind: the methods {list(spec.methods)} do not name one "
+                         "problem kind; pass problem_kind, or run the sweep on the problems")
+    return kind.name
+
+
 def method_config(spec: SweepSpec, method: Method) -> StaticConfig:
+    """``spec.cfg`` with ``method``'s overrides (exact mode for an exact-only method)."""
     cfg = spec.cfg.replace(**dict(spec.method_cfg.get(method.name, {})))
     if cfg.mode == "sampled" and not method.has_sampled_mode:
         cfg = cfg.replace(mode="exact")
@@ -150,8 +206,13 @@ def method_config(spec: SweepSpec, method: Method) -> StaticConfig:
     return cfg
 
 
-def validate(spec: SweepSpec) -> list[Method]:
-    """Every check that can fail, before anything is compiled."""
+def validate(spec: SweepSpec, problems: Any | Sequence[Any] | None = None) -> list[Method]:
+    """Every check that can fail, before anything is compiled; returns the methods.
+
+    The methods are those of :func:`resolve_kind` (the problems' kind when ``problems``
+    are given). When that leaves the kind open (no problems, no ``problem_kind``, method
+    names of several kinds), the spec is refused only if every possible kind refuses it,
+    and ``[]`` is returned: the sweep, which has the problems, checks it for theirs."""
     if not spec.methods:
         raise ValueError(f"methods: at least one method is required, got {list(spec.methods)}")
     if isinstance(spec.num_seeds, bool) or not isinstance(spec.num_seeds, int) \
@@ -161,7 +222,12 @@ def validate(spec: SweepSpec) -> list[Method]:
     for name, values in spec.grid.items():
         if len(values) == 0:
             raise ValueError(f"{name}: the grid needs at least one value, got {list(values)}")
-    methods = [get_method(m, spec.problem_kind) for m in spec.methods]
+    kind = resolve_kind(spec, None if problems is None else _problem_list(problems))
+    kinds = [kind] if kind is not None else _kinds_with(spec.methods)
+    if not kinds:
+        where = {m: [k.name for k in _kinds_with([m])] for m in spec.methods}
+        raise ValueError(f"methods: no problem kind has all of {list(spec.methods)} "
+                         f"(their kinds: {where})")
     if len(set(spec.methods)) != len(spec.methods):
         raise ValueError(f"methods: listed twice in {list(spec.methods)}")
     unknown = set(spec.method_hparams) - set(spec.methods)
@@ -170,6 +236,29 @@ def validate(spec: SweepSpec) -> list[Method]:
     if spec.max_parallel is not None and spec.max_parallel < 1:
         raise ValueError(f"max_parallel: must be an integer >= 1 (or None for all runs at "
                          f"once), got {spec.max_parallel!r}")
+    return _methods_of_some_kind(spec, kinds)
+
+
+def _methods_of_some_kind(spec: SweepSpec, kinds: Sequence[ProblemKind]) -> list[Method]:
+    """The checked methods of the one kind in ``kinds``; of several, ``[]`` as soon as one
+    kind accepts the spec, the first kind's error when none does."""
+    first_error: ValueError | None = None
+    for kind in kinds:
+        try:
+            methods = _checked_methods(spec, kind)
+        except ValueError as e:
+            if len(kinds) == 1:
+                raise
+            first_error = first_error or e
+            continue
+        return methods if len(kinds) == 1 else []
+    assert first_error is not None
+    raise first_error
+
+
+def _checked_methods(spec: SweepSpec, kind: ProblemKind) -> list[Method]:
+    """The methods of the spec for ``kind``, each checked at every grid point."""
+    methods = [get_method(m, kind.name) for m in spec.methods]
     for m in methods:
         cfg = method_config(spec, m)
         for point in spec.grid_points():
@@ -208,6 +297,14 @@ def _as_values(name: str, values) -> list[float]:
     return list(np.asarray(values).tolist())
 
 
+def _problem_list(problems: Any | Sequence[Any]) -> list:
+    """One problem instance or a list of them, as a (non-empty) list."""
+    problem_list = list(problems) if isinstance(problems, list | tuple) else [problems]
+    if not problem_list:
+        raise ValueError("problems: at least one problem instance is required, got []")
+    return problem_list
+
+
 def _shapes(problem) -> list:
     return [tuple(np.shape(x)) for x in jax.tree_util.tree_leaves(problem)]
 
@@ -224,270 +321,8 @@ def _stack(problems: Sequence[Any]):
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *problems)
 
 
-PERMS_MAX_BYTES = 1 << 30  # epoch permutations computed ahead per chunk, at most
-
-
-def _mesh() -> tuple[Mesh, NamedSharding, NamedSharding]:
-    mesh = Mesh(np.array(jax.devices()), ("runs",))
-    return mesh, NamedSharding(mesh, PartitionSpec("runs")), NamedSharding(mesh, PartitionSpec())
-
-
-def _shard(tree, sharding):
-    return jax.tree_util.tree_map(lambda a: jax.device_put(a, sharding), tree)
-
-
-class _Progress:
-    def __init__(self, label: str, total: int, enabled: bool):
-        self.label, self.total, self.enabled = label, total, enabled
-        self.t0 = time.perf_counter()
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        el = time.perf_counter() - self.t0
-        eta = el / max(done, 1) * (self.total - done)
-        print(f"  {self.label}: step {done}/{self.total}  elapsed {el:6.1f}s  "
-              f"eta {eta:6.1f}s", file=sys.stderr, flush=True)
-
-
-def _state_to_arrays(gstate) -> dict[str, np.ndarray]:
-    """Checkpoint payload: every leaf except the offline dataset (regenerated from keys)."""
-    leaves = jax.tree_util.tree_leaves(_strip(gstate))
-    return {f"leaf{i}": np.asarray(x) for i, x in enumerate(leaves)}
-
-
-def _strip(gstate: train.GroupState):
-    data = gstate.data.replace(dataset=None) if gstate.data is not None else None
-    return gstate._replace(data=data)
-
-
-def _arrays_to_state(template: train.GroupState, arrays: dict[str, np.ndarray]):
-    treedef = jax.tree_util.tree_structure(_strip(template))
-    leaves = [arrays[f"leaf{i}"] for i in range(treedef.num_leaves)]
-    restored = jax.tree_util.tree_unflatten(treedef, leaves)
-    if template.data is not None:
-        restored = restored._replace(data=restored.data.replace(dataset=template.data.dataset))
-    return restored
-
-
-def _chunking(num_logs: int, requested: int | None) -> int:
-    want = requested or max(1, math.ceil(num_logs / 10))
-    want = min(want, num_logs)
-    return max(d for d in range(1, want + 1) if num_logs % d == 0)
-
-
-def run_methods(
-    spec: SweepSpec,
-    methods: Sequence[Method],
-    problem_batch,
-    num_instances: int,
-    ckpt: Path | None,
-    progress: bool = True,
-    check_nans: bool = False,
-) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """All runs of all methods, trained side by side in one compiled program.
-
-    With ``check_nans``, the logged metrics are checked after initialization and after every
-    chunk (before it is checkpointed); see :func:`sweep`.
-
-    Returns ``{method: {metric: [G, I, S, L+1]}}`` and timings."""
-    group = train.Group(tuple(methods), tuple(method_config(spec, m) for m in methods))
-    group.check()
-    cfg = group.cfgs[0]
-    points = spec.grid_points()
-    g_n, i_n, s_n = len(points), num_instances, spec.num_seeds
-    n = g_n * i_n * s_n
-    n_dev = jax.device_count()
-    par = n if spec.max_parallel is None else min(n, spec.max_parallel)
-    par = int(math.ceil(par / n_dev) * n_dev)
-    n_slices = int(math.ceil(n / par))
-    n_pad = n_slices * par
-
-    per_run = sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(problem_batch))
-    check_memory("max_parallel", per_run / num_instances * par,
-                 f"{par} runs in memory at once, each with its own copy of the problem",
-                 "; set max_parallel (--max_parallel) to fewer runs")
-    flat = np.arange(n_pad) % n  # padding repeats early runs; they are dropped
-    g_idx, rem = np.divmod(flat, i_n * s_n)
-    i_idx, s_idx = np.divmod(rem, s_n)
-    hp_all = []
-    for m in methods:
-        hps = [m.resolve_hparams(spec.method_point(m.name, p)) for p in points]
-        hp_all.append({k: as_float(np.array([float(h[k]) for h in hps])[g_idx]) for k in hps[0]})
-    base = jax.random.PRNGKey(spec.seed)
-    keys_all = jax.vmap(lambda i, s: jax.random.fold_in(jax.random.fold_in(base, i), s))(
-        jnp.asarray(i_idx, jnp.uint32), jnp.asarray(s_idx, jnp.uint32)
-    )
-    label = ",".join(m.name for m in methods)
-    num_logs = cfg.num_steps // cfg.log_every
-    lpc = _chunking(num_logs, spec.logs_per_chunk)
-    n_chunks = num_logs // lpc
-
-    def nan_check(ms, rows, first_log: int) -> None:
-        """Raises at the earliest logged step (then method, metric, run) that is not finite."""
-        worst = None
-        for mn, mm in ms.items():
-            for k, v in mm.items():
-                a = np.asarray(v).reshape(par, -1)[: max(0, min(rows.stop, n) - rows.start)]
-                bad = ~np.isfinite(a)
-                if not bad.any():
-                    continue
-                col = int(np.argmax(bad.any(axis=0)))
-                run = rows.start + int(np.argmax(bad[:, col]))
-                if worst is None or col < worst[0]:
-                    worst = (col, mn, k, run, a[run - rows.start, col])
-        if worst is None:
-            return
-        col, mn, k, run, val = worst
-        step = (first_log + col) * cfg.log_every
-        point = {h: float(x) for h, x in points[int(g_idx[run])].items()}
-        raise ValueError(
-            f"check_nans: metric {k!r} of method {mn!r} is {float(val)} at logged step {step}"
-            f" (the first non-finite one) for grid point {point} (hparams), instance "
-            f"{int(i_idx[run])}, seed {int(s_idx[run])}; rerun with JAX_DEBUG_NANS=1 to find "
-            "the operation that produced it"
-        )
-
-    # Runs are independent: each device maps the per-run program over its own block of
-    # the runs axis (``shard_map``), so the program has no cross-device communication and
-    # host callbacks (the CPU sort in copg_jax.data) run on every device's own shard.
-    mesh, sharded, _ = _mesh()
-    runs, whole = PartitionSpec("runs"), PartitionSpec()
-
-    def init_fn(problem, hps, key):
-        TRACE_COUNTS[(label, "init")] += 1
-
-        def local(p, h, k):
-            return jax.vmap(lambda p1, h1, k1: train.init_group(group, p1, h1, k1))(p, h, k)
-
-        return jax.shard_map(local, mesh=mesh, in_specs=runs, out_specs=runs,
-                             check_vma=False)(problem, hps, key)
-
-    # On CPU the epoch shuffle calls NumPy (a host callback), and JAX's persistent cache
-    # does not keep programs with host callbacks. So each chunk's permutations come from
-    # a small program of their own, and the big chunk program stays cacheable (same
-    # numbers: the permutations depend only on the run's key and the epoch).
-    d = group.data_cfg
-    steps_pc = lpc * cfg.log_every
-    n_ep = 0
-    if d is not None and data_lib.uses_host_sort(d.dataset_size):
-        n_ep = max(train.chunk_epochs(group, c * steps_pc, lpc)[1] for c in range(n_chunks))
-        if par * n_ep * d.dataset_size * 4 > PERMS_MAX_BYTES:
-            n_ep = 0  # too large to hold: shuffle inside the chunk program
-
-    def perm_fn(shuffle_keys, first_epoch):
-        def local(keys, first):
-            return jax.vmap(lambda k: data_lib.epoch_permutations(k, first, n_ep,
-                                                                  d.dataset_size))(keys)
-
-        return jax.shard_map(local, mesh=mesh, in_specs=(runs, whole), out_specs=runs,
-                             check_vma=False)(shuffle_keys, first_epoch)
-
-    def chunk_fn(problem, hps, gstate, targets, start, *perms):
-        TRACE_COUNTS[(label, "chunk")] += 1
-
-        def local(p, h, g, tg, st, *pm):
-            def one(p1, h1, g1, tg1, *pm1):
-                return train.run_group_chunk(group, p1, h1, g1, tg1, st, lpc, *pm1)
-
-            return jax.vmap(one)(p, h, g, tg, *pm)
-
-        return jax.shard_map(local, mesh=mesh,
-                             in_specs=(runs, runs, runs, runs, whole) + (runs,) * len(perms),
-                             out_specs=runs, check_vma=False)(problem, hps, gstate, targets,
-                                                              start, *perms)
-
-    t_compile = t_run = 0.0
-    metrics_out: dict[str, dict[str, np.ndarray]] | None = None
-    start_slice, start_chunk, saved_state = 0, 0, None
-    if ckpt is not None and ckpt.exists():
-        saved = rs.read_npz(ckpt)
-        metrics_out = {}
-        for k, v in saved.items():
-            if k.startswith("m/"):
-                _, mname, metric = k.split("/", 2)
-                metrics_out.setdefault(mname, {})[metric] = v
-        start_slice, start_chunk = int(saved["slice"]), int(saved["chunk"])
-        saved_state = {k[len("s/"):]: v for k, v in saved.items() if k.startswith("s/")}
-    init_c = chunk_c = perm_c = None
-    for sl in range(start_slice, n_slices):
-        rows = slice(sl * par, (sl + 1) * par)
-        inst = i_idx[rows]
-        problem = _shard(jax.tree_util.tree_map(lambda a, ix=inst: a[ix], problem_batch),
-                         sharded)
-        hps = _shard(tuple({k: v[rows] for k, v in h.items()} for h in hp_all), sharded)
-        keys = _shard(keys_all[rows], sharded)
-        if init_c is None:
-            t0 = time.perf_counter()
-            init_c = jax.jit(init_fn, out_shardings=sharded).lower(problem, hps, keys).compile()
-            t_compile += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        gstate, targets, m0 = init_c(problem, hps, keys)
-        jax.block_until_ready(gstate)
-        t_run += time.perf_counter() - t0
-        if metrics_out is None:
-            metrics_out = {mn: {k: np.full((n_pad, num_logs + 1), np.nan, np.asarray(v).dtype)
-                                for k, v in mm.items()} for mn, mm in m0.items()}
-        chunk0 = 0
-        if saved_state is not None and sl == start_slice:
-            gstate = _shard(_arrays_to_state(gstate, saved_state), sharded)
-            chunk0 = start_chunk
-        else:
-            for mn, mm in m0.items():
-                for k, v in mm.items():
-                    metrics_out[mn][k][rows, 0] = np.asarray(v)
-            if check_nans:
-                nan_check(m0, rows, 0)
-        if chunk_c is None:
-            t0 = time.perf_counter()
-            perms0 = ()
-            if n_ep:
-                perm_c = jax.jit(perm_fn, out_shardings=sharded).lower(
-                    gstate.data.shuffle_key, jnp.int32(0)).compile()
-                perms0 = (jax.ShapeDtypeStruct((par, n_ep, d.dataset_size), jnp.int32,
-                                               sharding=sharded),)
-            chunk_c = jax.jit(chunk_fn, out_shardings=sharded).lower(
-                problem, hps, gstate, targets, jnp.int32(0), *perms0).compile()
-            t_compile += time.perf_counter() - t0
-        prog = _Progress(f"runs {rows.start}-{min(rows.stop, n)} of {n}", cfg.num_steps,
-                         progress)
-        for c in range(chunk0, n_chunks):
-            t0 = time.perf_counter()
-            start = c * steps_pc
-            perms = ()
-            if n_ep:
-                first = train.chunk_epochs(group, start, lpc)[0]
-                perms = (perm_c(gstate.data.shuffle_key, jnp.int32(first)),)
-            gstate, ms = chunk_c(problem, hps, gstate, targets, jnp.int32(start), *perms)
-            jax.block_until_ready(ms)
-            t_run += time.perf_counter() - t0
-            if check_nans:
-                nan_check(ms, rows, 1 + c * lpc)
-            for mn, mm in ms.items():
-                for k, v in mm.items():
-                    metrics_out[mn][k][rows, 1 + c * lpc: 1 + (c + 1) * lpc] = np.asarray(v)
-            prog.update((c + 1) * lpc * cfg.log_every)
-            if ckpt is not None:
-                last = c + 1 == n_chunks
-                nxt_slice, nxt_chunk = (sl + 1, 0) if last else (sl, c + 1)
-                payload = {f"m/{mn}/{k}": v for mn, mm in metrics_out.items()
-                           for k, v in mm.items()}
-                payload.update(slice=np.int64(nxt_slice), chunk=np.int64(nxt_chunk))
-                if not last:
-                    payload.update({f"s/{k}": v for k, v in _state_to_arrays(gstate).items()})
-                rs.write_npz(ckpt, payload)
-    assert metrics_out is not None
-    shaped = {mn: {k: v[:n].reshape(g_n, i_n, s_n, num_logs + 1) for k, v in mm.items()}
-              for mn, mm in metrics_out.items()}
-    modes = {m.name: c.mode for m, c in zip(methods, group.cfgs, strict=True)}
-    return shaped, {"compile_s": t_compile, "run_s": t_run, "modes": modes}
-
-
-def ci95(x: np.ndarray) -> tuple[float, float, float]:
-    """Mean and Student-t 95% interval ``mean ± t_{0.975, n−1} s/√n`` over the ``n``
-    values of ``x``, taken as independent (see :mod:`copg_jax.stats` for which are)."""
-    m, lo, hi = stats_lib.mean_ci(np.asarray(x, np.float64).ravel())
-    return float(m), float(lo), float(hi)
+# ---------------------------------------------------------------------------------------
+# the sweep
 
 
 def sweep(
@@ -507,7 +342,7 @@ def sweep(
     """Runs the sweep and (if ``out``) writes ``summary.json`` and ``curves.npz``.
 
     Args:
-      spec: what to run.
+      spec: what to run (its ``problem_kind``, if given, must be the problems' kind).
       problems: one problem instance, or a list of instances of the same sizes.
       out: results folder (created). A folder holding a different config is refused
         unless ``overwrite``; ``resume`` continues an interrupted sweep.
@@ -524,18 +359,14 @@ def sweep(
       on_start: called once everything is validated and the results folder accepted,
         before compiling (e.g. to start work that overlaps the sweep).
     """
+    problem_list = _problem_list(problems)
+    spec = dataclasses.replace(spec, problem_kind=resolve_kind(spec, problem_list).name)
     methods = validate(spec)
-    problem_list = list(problems) if isinstance(problems, list | tuple) else [problems]
     problem_batch = _stack(problem_list)
-    config = {**spec.to_config(), **(dict(extra_config) if extra_config else {}),
-              "devices": None}
-    config.pop("devices")
-    # The problems' content, not just where they came from: a changed input file under
-    # the same path is a different experiment (never resumed into the old curves).
-    config["problems_sha256"] = rs.array_digest(problem_batch)
+    config = _config(spec, problem_batch, extra_config)
     out_path = rs.check_out(out) if out is not None else None
     run = functools.partial(
-        _run, spec, methods, problem_list, problem_batch, config, progress=progress,
+        _run, spec, methods, len(problem_list), problem_batch, config, progress=progress,
         method_summary=method_summary, summary_extra=summary_extra, check_nans=check_nans,
         on_start=on_start)
     if out_path is None:
@@ -547,7 +378,17 @@ def sweep(
         rs.unlock_folder(out_path)
 
 
-def _run(spec: SweepSpec, methods: list[Method], problem_list: list, problem_batch,
+def _config(spec: SweepSpec, problem_batch, extra_config: Mapping[str, Any] | None) -> dict:
+    """The fingerprinted config: the spec's, ``extra_config`` (never a ``devices`` entry:
+    results do not depend on them) and the problems' content digest (a changed input file
+    under the same path is a different experiment, never resumed into the old curves)."""
+    config = {**spec.to_config(), **(dict(extra_config) if extra_config else {})}
+    config.pop("devices", None)
+    config["problems_sha256"] = rs.array_digest(problem_batch)
+    return config
+
+
+def _run(spec: SweepSpec, methods: list[Method], num_instances: int, problem_batch,
          config: dict, out_path: Path | None, state: str, *, progress: bool,
          method_summary, summary_extra, check_nans: bool, on_start) -> SweepResult:
     """The sweep proper, into an accepted and locked ``out_path`` (or none). Curves are
@@ -555,48 +396,25 @@ def _run(spec: SweepSpec, methods: list[Method], problem_list: list, problem_bat
     are recorded in ``summary["errors"]`` instead of losing the curves; with
     ``state == "finished"`` (a resumed finished run) the curves are read back, not rerun.
     """
-    ckpt_dir = None
+    ckpt = None
     if out_path is not None:
-        ckpt_dir = out_path / rs.CHECKPOINT
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-
-    curves: dict[str, np.ndarray] = {}
+        (out_path / rs.CHECKPOINT).mkdir(parents=True, exist_ok=True)
+        ckpt = out_path / rs.CHECKPOINT / "group.npz"
     if on_start is not None:
         on_start()
     if progress:
-        names = ", ".join(m.name for m in methods)
-        print(f"[{spec.experiment}] {names}: {len(spec.grid_points())} grid points x "
-              f"{len(problem_list)} instances x {spec.num_seeds} seeds on "
-              f"{jax.device_count()} device(s)", file=sys.stderr, flush=True)
+        _announce(spec, methods, num_instances)
     if state == "finished":
         per_method, timing = _read_finished(out_path, spec, methods)
     else:
-        per_method, timing = run_methods(spec, methods, problem_batch, len(problem_list),
-                                         ckpt_dir / "group.npz" if ckpt_dir else None,
+        per_method, timing = run_methods(spec, methods, problem_batch, num_instances, ckpt,
                                          progress, check_nans=check_nans)
-    for mn, mm in per_method.items():
-        for k, v in mm.items():
-            curves[f"{mn}/{k}"] = v
-    cfg0 = spec.cfg
-    curves["steps"] = np.arange(0, cfg0.num_steps + 1, cfg0.log_every)
-    grid_entries = []
-    for gi, point in enumerate(spec.grid_points()):
-        entry: dict[str, Any] = {"hparams": point, "methods": {}}
-        for m in methods:
-            hp = spec.resolved_hparams(m, point)
-            stats: dict[str, Any] = {"mode": timing["modes"][m.name], "hparams": hp}
-            unused = sorted(set(spec.method_point(m.name, point)) - set(m.hparams))
-            if unused:  # this method ignores them: its runs repeat across their values
-                stats["unused_hparams"] = unused
-            for k, v in per_method[m.name].items():  # CIs over independent units only
-                stats.update(stats_lib.final_stats(v[gi], k, spec.pool_instances))
-            entry["methods"][m.name] = stats
-        grid_entries.append(entry)
+    curves = _curves(per_method, spec.cfg)
     summary = {
         "experiment": spec.experiment,
         "version": copg_jax.__version__,
         "config": config,
-        "grid": grid_entries,
+        "grid": _grid_summary(spec, methods, per_method, timing["modes"]),
         "timing": timing,
         "devices": [str(d) for d in jax.devices()],
         **(dict(summary_extra) if summary_extra else {}),
@@ -610,6 +428,243 @@ def _run(spec: SweepSpec, methods: list[Method], problem_list: list, problem_bat
         if out_path is not None:
             rs.write_json(out_path / rs.SUMMARY, summary)
     return SweepResult(summary, curves, out_path)
+
+
+def _announce(spec: SweepSpec, methods: Sequence[Method], num_instances: int) -> None:
+    names = ", ".join(m.name for m in methods)
+    print(f"[{spec.experiment}] {names}: {len(spec.grid_points())} grid points x "
+          f"{num_instances} instances x {spec.num_seeds} seeds on "
+          f"{jax.device_count()} device(s)", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# the host loop: slices of the plan, chunks of each slice
+
+
+class Timing(NamedTuple):
+    """Seconds spent compiling and running (waited for) on the host."""
+
+    compile_s: float = 0.0
+    run_s: float = 0.0
+
+
+class _Loop(NamedTuple):
+    """What every slice of one sweep shares (static while it runs)."""
+
+    group: train.Group
+    plan: Plan
+    sharding: NamedSharding  # the runs axis split over all devices
+    points: list[dict[str, float]]  # the grid points, for messages
+    ckpt: Path | None
+    progress: bool
+    check_nans: bool
+
+
+def run_methods(
+    spec: SweepSpec,
+    methods: Sequence[Method],
+    problem_batch,
+    num_instances: int,
+    ckpt: Path | None,
+    progress: bool = True,
+    check_nans: bool = False,
+) -> tuple[Curves, dict[str, Any]]:
+    """All runs of all methods, trained side by side: the plan's slices one after the
+    other, each with the same compiled programs; after every chunk the curves so far
+    (and the slice's state) are checkpointed to ``ckpt``, from which a rerun resumes.
+
+    With ``check_nans``, the logged metrics are checked after initialization and after every
+    chunk (before it is checkpointed); see :func:`sweep`.
+
+    Returns ``{method: {metric: [G, I, S, L+1]}}`` and timings."""
+    group = train.Group(tuple(methods), tuple(method_config(spec, m) for m in methods))
+    group.check()
+    cfg, points = group.cfgs[0], spec.grid_points()
+    plan = make_plan(len(points), num_instances, spec.num_seeds, num_steps=cfg.num_steps,
+                     log_every=cfg.log_every, logs_per_chunk=spec.logs_per_chunk,
+                     max_parallel=spec.max_parallel, num_devices=jax.device_count())
+    check_plan_memory(plan, problem_batch)
+    method_points = [[spec.method_point(m.name, p) for p in points] for m in methods]
+    inputs = run_inputs(plan, methods, method_points, problem_batch, spec.seed)
+    mesh, sharded = runs_mesh()
+    loop = _Loop(group, plan, sharded, points, ckpt, progress, check_nans)
+    saved = read_checkpoint(ckpt) if ckpt is not None and ckpt.exists() else None
+    first = saved.next_slice if saved is not None else 0
+    curves, timing = (saved.curves if saved is not None else None), Timing()
+    if first < plan.num_slices:  # every slice has the shapes of the first
+        t0 = time.perf_counter()
+        programs = compile_programs(group, plan, mesh,
+                                    shard(slice_inputs(plan, inputs, first), sharded),
+                                    ",".join(m.name for m in methods), PERMS_MAX_BYTES)
+        timing = Timing(compile_s=time.perf_counter() - t0)
+    for sl in range(first, plan.num_slices):
+        x = shard(slice_inputs(plan, inputs, sl), sharded)
+        resumed = saved if saved is not None and sl == first else None
+        curves, timing = _run_slice(loop, programs, x, sl, curves, resumed, timing)
+    assert curves is not None
+    modes = {m.name: c.mode for m, c in zip(methods, group.cfgs, strict=True)}
+    return plan.shaped(curves), {**timing._asdict(), "modes": modes}
+
+
+def _run_slice(loop: _Loop, programs: Programs, x, sl: int, curves: Curves | None,
+               resumed: Checkpoint | None, timing: Timing) -> tuple[Curves, Timing]:
+    """Slice ``sl`` of the plan: its initialization (then the state ``resumed`` holds for
+    it, if any), and its chunks, each checked (``check_nans``), stored into ``curves``
+    (allocated on the first slice), reported and checkpointed."""
+    plan, rows = loop.plan, loop.plan.rows(sl)
+    (gstate, targets, m0), dt = _timed(programs.init, *x)
+    timing = timing._replace(run_s=timing.run_s + dt)
+    if curves is None:
+        curves = {mn: {k: np.full((plan.padded, plan.num_logs + 1), np.nan, np.asarray(v).dtype)
+                       for k, v in mm.items()} for mn, mm in m0.items()}
+    first_chunk = 0
+    if resumed is not None and resumed.state is not None:
+        gstate = shard(restore_state(gstate, resumed.state), loop.sharding)
+        first_chunk = resumed.next_chunk
+    else:
+        _store(curves, m0, rows, 0)
+        if loop.check_nans:
+            _check_finite(loop, m0, sl, 0)
+    cfg = loop.group.cfgs[0]
+    prog = _Progress(f"runs {rows.start}-{min(rows.stop, plan.num_runs)} of {plan.num_runs}",
+                     cfg.num_steps, loop.progress)
+    for c in range(first_chunk, plan.num_chunks):
+        (gstate, ms), dt = _timed(_run_chunk, loop, programs, x, gstate, targets, c)
+        timing = timing._replace(run_s=timing.run_s + dt)
+        if loop.check_nans:
+            _check_finite(loop, ms, sl, 1 + c * plan.logs_per_chunk)
+        _store(curves, ms, rows, 1 + c * plan.logs_per_chunk)
+        prog.update((c + 1) * plan.logs_per_chunk * cfg.log_every)
+        if loop.ckpt is not None:
+            write_checkpoint(loop.ckpt, _after_chunk(plan, curves, sl, c, gstate))
+    return curves, timing
+
+
+def _run_chunk(loop: _Loop, programs: Programs, x, gstate: train.GroupState, targets,
+               c: int):
+    """Chunk ``c`` of a slice: its epoch permutations (if computed ahead), then its
+    updates; the new state and the chunk's metrics ``{method: {metric: [runs, lpc]}}``."""
+    lpc = loop.plan.logs_per_chunk
+    start = c * lpc * loop.group.cfgs[0].log_every
+    perms = ()
+    if programs.perm_epochs:
+        first = train.chunk_epochs(loop.group, start, lpc)[0]
+        perms = (programs.perms(gstate.data.shuffle_key, jnp.int32(first)),)
+    return programs.chunk(x.problems, x.hparams, gstate, targets, jnp.int32(start), *perms)
+
+
+def _after_chunk(plan: Plan, curves: Curves, sl: int, c: int,
+                 gstate: train.GroupState) -> Checkpoint:
+    """The checkpoint after chunk ``c`` of slice ``sl``: the next chunk, or the next slice
+    from its initialization (no state) after its last chunk."""
+    if c + 1 == plan.num_chunks:
+        return Checkpoint(curves, sl + 1, 0, None)
+    return Checkpoint(curves, sl, c + 1, state_leaves(gstate))
+
+
+def _timed(fn: Callable, *args) -> tuple[Any, float]:
+    """``fn(*args)``, waited for, and the seconds it took. A Ctrl-C that lands inside a
+    host callback (the CPU sort), which JAX reports as a runtime error, is raised as the
+    KeyboardInterrupt it is (the CLIs then print how to resume)."""
+    t0 = time.perf_counter()
+    try:
+        out = jax.block_until_ready(fn(*args))
+    except jax.errors.JaxRuntimeError as e:
+        if "\nKeyboardInterrupt" in str(e):
+            raise KeyboardInterrupt from e
+        raise
+    return out, time.perf_counter() - t0
+
+
+def _store(curves: Curves, metrics: Mapping[str, Mapping[str, Any]], rows: slice,
+           first_log: int) -> None:
+    """Writes a slice's metrics (``[runs]`` or ``[runs, n]``) into ``curves`` at the rows
+    of the slice and the logged points from ``first_log`` on."""
+    for mn, mm in metrics.items():
+        for k, v in mm.items():
+            a = np.asarray(v).reshape(rows.stop - rows.start, -1)
+            curves[mn][k][rows, first_log:first_log + a.shape[1]] = a
+
+
+def _check_finite(loop: _Loop, metrics: Mapping[str, Mapping[str, Any]], sl: int,
+                  first_log: int) -> None:
+    """Raises at the earliest logged step (then method, metric, run) that is not finite,
+    naming the grid point, instance and seed of the run."""
+    plan, start, worst = loop.plan, loop.plan.rows(sl).start, None
+    for mn, mm in metrics.items():
+        for k, v in mm.items():
+            a = np.asarray(v).reshape(plan.per_slice, -1)[:plan.real_rows(sl)]
+            bad = ~np.isfinite(a)
+            if not bad.any():
+                continue
+            col = int(np.argmax(bad.any(axis=0)))
+            run = start + int(np.argmax(bad[:, col]))
+            if worst is None or col < worst[0]:
+                worst = (col, mn, k, run, a[run - start, col])
+    if worst is None:
+        return
+    col, mn, k, run, val = worst
+    step = (first_log + col) * loop.group.cfgs[0].log_every
+    point = {h: float(x) for h, x in loop.points[int(plan.point[run])].items()}
+    raise ValueError(
+        f"check_nans: metric {k!r} of method {mn!r} is {float(val)} at logged step {step}"
+        f" (the first non-finite one) for grid point {point} (hparams), instance "
+        f"{int(plan.instance[run])}, seed {int(plan.seed[run])}; rerun with JAX_DEBUG_NANS=1 "
+        "to find the operation that produced it"
+    )
+
+
+class _Progress:
+    def __init__(self, label: str, total: int, enabled: bool):
+        self.label, self.total, self.enabled = label, total, enabled
+        self.t0 = time.perf_counter()
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        el = time.perf_counter() - self.t0
+        eta = el / max(done, 1) * (self.total - done)
+        print(f"  {self.label}: step {done}/{self.total}  elapsed {el:6.1f}s  "
+              f"eta {eta:6.1f}s", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# the summary
+
+
+def ci95(x: np.ndarray) -> tuple[float, float, float]:
+    """Mean and Student-t 95% interval ``mean ± t_{0.975, n−1} s/√n`` over the ``n``
+    values of ``x``, taken as independent (see :mod:`copg_jax.stats` for which are)."""
+    m, lo, hi = stats_lib.mean_ci(np.asarray(x, np.float64).ravel())
+    return float(m), float(lo), float(hi)
+
+
+def _curves(per_method: Curves, cfg: StaticConfig) -> dict[str, np.ndarray]:
+    """The ``curves.npz`` arrays: ``"<method>/<metric>"`` and the logged ``"steps"``."""
+    curves = {f"{mn}/{k}": v for mn, mm in per_method.items() for k, v in mm.items()}
+    curves["steps"] = np.arange(0, cfg.num_steps + 1, cfg.log_every)
+    return curves
+
+
+def _grid_summary(spec: SweepSpec, methods: Sequence[Method], per_method: Curves,
+                  modes: Mapping[str, str]) -> list[dict]:
+    """One entry per grid point: its hyperparameters and, per method, its mode, resolved
+    hyperparameters, those it ignores, and the final statistics of every metric (intervals
+    over independent units only, :func:`copg_jax.stats.final_stats`)."""
+    entries = []
+    for gi, point in enumerate(spec.grid_points()):
+        entry: dict[str, Any] = {"hparams": point, "methods": {}}
+        for m in methods:
+            stats: dict[str, Any] = {"mode": modes[m.name],
+                                     "hparams": spec.resolved_hparams(m, point)}
+            unused = sorted(set(spec.method_point(m.name, point)) - set(m.hparams))
+            if unused:  # this method ignores them: its runs repeat across their values
+                stats["unused_hparams"] = unused
+            for k, v in per_method[m.name].items():
+                stats.update(stats_lib.final_stats(v[gi], k, spec.pool_instances))
+            entry["methods"][m.name] = stats
+        entries.append(entry)
+    return entries
 
 
 def _add_method_summaries(summary: dict, spec: SweepSpec, methods: Sequence[Method],
@@ -635,7 +690,7 @@ def _add_method_summaries(summary: dict, spec: SweepSpec, methods: Sequence[Meth
 def _read_finished(out: Path, spec: SweepSpec, methods: Sequence[Method]):
     """``run_methods``' return value, read back from a finished run's ``curves.npz``."""
     curves = rs.read_npz(out / rs.CURVES)
-    per_method: dict[str, dict[str, np.ndarray]] = {}
+    per_method: Curves = {}
     for key, v in curves.items():
         if "/" in key:
             mn, metric = key.split("/", 1)

@@ -104,7 +104,6 @@ def build(argv=None):
                                                                           grid["beta"])))
     spec = SweepSpec(
         experiment="copg_bandit",
-        problem_kind="bandit",
         methods=methods,
         grid=common.drop_unread(grid, methods, "bandit"),
         num_seeds=common.parse_positive_int("seeds", FLAGS.seeds),

@@ -252,7 +252,7 @@ def _build():
     per_method = {m: per_method.get(m, {}) for m in methods}
     # One sweep, one compiled program: each method keeps its own step sizes.
     spec = SweepSpec(
-        experiment="preference_game", problem_kind="game", methods=methods, grid=grid,
+        experiment="preference_game", methods=methods, grid=grid,
         method_hparams={m: hp for m, hp in per_method.items() if hp}, num_seeds=seeds,
         cfg=cfg, seed=FLAGS.seed, max_parallel=FLAGS.max_parallel,
         pool_instances=name == "egpo")  # random games pooled; a user's games are distinct

@@ -248,7 +248,6 @@ def build():
         grid["eta"] = vals
     spec = SweepSpec(
         experiment="tabular_mdp",
-        problem_kind="mdp",
         methods=methods,
         grid=common.drop_unread(grid, methods, "mdp"),
         num_seeds=common.parse_positive_int("seeds", FLAGS.seeds),

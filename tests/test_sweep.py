@@ -15,6 +15,7 @@ Small configs throughout, default float32 like the experiments.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -33,7 +34,9 @@ from copg_jax import sweep as sw
 from copg_jax import train
 from copg_jax.algos.base import StaticConfig
 from copg_jax.algos.registry import get_method
+from copg_jax.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from copg_jax.envs.bandit import make_bandit, paper_bandit
+from copg_jax.sweep_plan import make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = StaticConfig(num_steps=40, log_every=10, batch_size=64, dataset_size=512)
@@ -49,7 +52,6 @@ def problems():
 def spec_for(methods=METHODS, grid=None, num_seeds=2, **kw) -> sw.SweepSpec:
     return sw.SweepSpec(
         experiment="test_sweep",
-        problem_kind="bandit",
         methods=list(methods),
         grid=grid if grid is not None else {"lr": [1e-2, 5e-2]},
         num_seeds=num_seeds,
@@ -168,8 +170,8 @@ DEVICE_SCRIPT = textwrap.dedent("""
     assert jax.device_count() == n_dev, jax.devices()
     cfg = StaticConfig(num_steps=40, log_every=10, batch_size=64, dataset_size=512)
     # 2 x 5 = 10 runs: one program of 10 runs on 1 device, padded to 16 on 8 devices.
-    spec = sw.SweepSpec("devices", "bandit", ["copg", "rloo", "md"], {"lr": [1e-2, 5e-2]},
-                        5, cfg, seed=1, logs_per_chunk=2)
+    spec = sw.SweepSpec("devices", methods=["copg", "rloo", "md"], grid={"lr": [1e-2, 5e-2]},
+                        num_seeds=5, cfg=cfg, seed=1, logs_per_chunk=2)
     arrays = sw.sweep(spec, paper_bandit(), progress=False).curves
     np.savez(out, **arrays)
 """)
@@ -327,8 +329,9 @@ def test_permutations_ahead_of_chunks_give_identical_curves(monkeypatch):
     """4 steps per epoch, 15 per chunk: chunks start mid-epoch. The sweep's permutations
     computed ahead (the default on CPU) give the curves of shuffling inside the chunk."""
     cfg = StaticConfig(num_steps=60, log_every=5, batch_size=64, dataset_size=300)
-    spec = sw.SweepSpec("ahead", "bandit", ["copg", "ipo", "is_pg_self_normalized", "rloo"],
-                        {"lr": [1e-2, 3e-2]}, 3, cfg, seed=2, logs_per_chunk=3)
+    spec = sw.SweepSpec("ahead", methods=["copg", "ipo", "is_pg_self_normalized", "rloo"],
+                        grid={"lr": [1e-2, 3e-2]}, num_seeds=3, cfg=cfg, seed=2,
+                        logs_per_chunk=3)
     ahead = sw.sweep(spec, paper_bandit(), progress=False).curves
     monkeypatch.setattr(sw, "PERMS_MAX_BYTES", 0)  # too large: shuffle inside
     inside = sw.sweep(spec, paper_bandit(), progress=False).curves
@@ -366,12 +369,13 @@ def test_method_hparams_in_one_sweep_equal_separate_sweeps():
     method with that step size as a shared hyperparameter."""
     cfg = StaticConfig(num_steps=30, log_every=10, batch_size=64, dataset_size=256)
     own = {"copg": {"lr": 3e-2}, "rloo": {"lr": 1e-2}, "md": {"eta": 0.2}}
-    spec = sw.SweepSpec("per_method", "bandit", list(own), {"beta": [0.5, 1.0]}, 2, cfg,
-                        method_hparams=own, seed=4)
+    spec = sw.SweepSpec("per_method", methods=list(own), grid={"beta": [0.5, 1.0]},
+                        num_seeds=2, cfg=cfg, method_hparams=own, seed=4)
     together = sw.sweep(spec, paper_bandit(), progress=False)
     for m, hp in own.items():
-        alone = sw.sweep(sw.SweepSpec("alone", "bandit", [m], {"beta": [0.5, 1.0]}, 2, cfg,
-                                      hparams=hp, seed=4), paper_bandit(), progress=False)
+        alone = sw.sweep(sw.SweepSpec("alone", methods=[m], grid={"beta": [0.5, 1.0]},
+                                      num_seeds=2, cfg=cfg, hparams=hp, seed=4),
+                         paper_bandit(), progress=False)
         keys = [k for k in alone.curves if k.startswith(f"{m}/")]
         assert assert_same({k: together.curves[k] for k in keys},
                            {k: alone.curves[k] for k in keys})
@@ -383,8 +387,160 @@ def test_method_hparams_in_one_sweep_equal_separate_sweeps():
 def test_method_hparams_are_validated():
     cfg = StaticConfig(num_steps=10, log_every=10, batch_size=64, dataset_size=256)
     with pytest.raises(ValueError, match=r"method_hparams: .*'ipo'"):
-        sw.validate(sw.SweepSpec("x", "bandit", ["copg"], {}, 1, cfg,
+        sw.validate(sw.SweepSpec("x", methods=["copg"], cfg=cfg,
                                  method_hparams={"ipo": {"lr": 1.0}}))
     with pytest.raises(ValueError, match=r"lr: must lie in \(0, inf\), got -1"):
-        sw.validate(sw.SweepSpec("x", "bandit", ["copg"], {}, 1, cfg,
-                                 method_hparams={"copg": {"lr": -1.0}}))
+        sw.validate(sw.SweepSpec("x", methods=["copg"], cfg=cfg,  # no problems: the kind
+                                 method_hparams={"copg": {"lr": -1.0}}, problem_kind="bandit"))
+
+
+# ---------------------------------------------------------------------------------------
+# the problems own their kind (no kind string)
+
+
+def test_sweeps_over_an_mdp_and_a_game_need_no_kind_string():
+    """``copg`` exists for bandits and MDPs: the Garnet instances decide. The curves and
+    the fingerprinted config equal those of the spec that names the kind."""
+    from copg_jax.envs.games import egpo_random
+    from copg_jax.envs.mdp import garnet
+
+    mdps = [garnet(jax.random.PRNGKey(i), 4, 2, 2, 3) for i in range(2)]
+    mdp_cfg = StaticConfig(num_steps=20, log_every=10, batch_size=16, dataset_size=64)
+    game_cfg = StaticConfig(data="on_policy", num_steps=20, log_every=10, batch_size=16,
+                            optimizer="sgd")
+    cases = [("mdp", mdps, ["copg", "pmd"], {"beta": [0.5]}, mdp_cfg),
+             ("game", egpo_random(jax.random.PRNGKey(0), 3), ["nash_md"], {"tau": [0.1]},
+              game_cfg)]
+    for kind, probs, methods, grid, cfg in cases:
+        spec = sw.SweepSpec("no_kind", methods=methods, grid=grid, num_seeds=2, cfg=cfg)
+        assert spec.problem_kind is None
+        res = sw.sweep(spec, probs, progress=False)
+        named = sw.sweep(sw.SweepSpec("no_kind", kind, methods, grid, 2, cfg), probs,
+                         progress=False)
+        assert res.summary["config"]["problem_kind"] == kind
+        assert res.summary["config"] == named.summary["config"]
+        assert assert_same(res.curves, named.curves), kind  # bitwise
+        assert all(np.all(np.isfinite(v)) for v in res.curves.values())
+
+
+def test_a_kind_that_is_not_the_problems_is_refused_before_anything_runs(tmp_path):
+    sw.TRACE_COUNTS.clear()
+    spec = spec_for(methods=("copg",), problem_kind="mdp")
+    with pytest.raises(ValueError, match=r"^problem_kind: .*'mdp'.*Bandit.*'bandit'"):
+        sw.sweep(spec, paper_bandit(), tmp_path / "out", progress=False)
+    assert not sw.TRACE_COUNTS and not (tmp_path / "out").exists()
+
+
+def test_validate_without_problems_refuses_what_every_possible_kind_refuses(monkeypatch):
+    """Without problems and without ``problem_kind``, a method name of two kinds leaves
+    the kind open: ``validate`` refuses only what both kinds refuse (the sweep checks the
+    rest for its problems' kind). Game-only method names imply their kind."""
+    from copg_jax.algos import registry
+
+    cfg = StaticConfig(num_steps=10, log_every=10, batch_size=64, dataset_size=256)
+    spec = sw.SweepSpec("x", methods=["copg"], grid={"lr": [1e-2]}, cfg=cfg)  # bandit, mdp
+    assert sw.resolve_kind(spec) is None and sw.validate(spec) == []
+    assert [m.name for m in sw.validate(spec, paper_bandit())] == ["copg"]
+    with pytest.raises(ValueError, match=r"lr: must lie in \(0, inf\), got -1"):
+        sw.validate(dataclasses.replace(spec, grid={"lr": [-1.0]}))
+    with pytest.raises(ValueError, match=r"^methods: no problem kind has all of "
+                                         r"\['copg', 'nash_md'\]"):
+        sw.validate(dataclasses.replace(spec, methods=["copg", "nash_md"]))
+    with pytest.raises(ValueError, match=r"^problem_kind: .*\['copg'\]"):
+        spec.to_config()
+    # "twin" reads lr for bandits (copg's), eta for MDPs (pmd's): each grid suits one kind.
+    monkeypatch.setitem(registry._REGISTRY, ("bandit", "twin"),
+                        dataclasses.replace(get_method("copg", "bandit"), name="twin"))
+    monkeypatch.setitem(registry._REGISTRY, ("mdp", "twin"),
+                        dataclasses.replace(get_method("pmd", "mdp"), name="twin"))
+    exact = cfg.replace(mode="exact")
+    for grid, kind in (({"lr": [1e-2]}, "bandit"), ({"eta": [0.5]}, "mdp")):
+        twin = sw.SweepSpec("t", methods=["twin"], grid=grid, cfg=exact)
+        assert sw.validate(twin) == []
+        with pytest.raises(ValueError, match=r"^grid: .*read by none"):
+            sw.validate(dataclasses.replace(twin, problem_kind={"bandit": "mdp",
+                                                                "mdp": "bandit"}[kind]))
+        assert [m.name for m in sw.validate(dataclasses.replace(twin, problem_kind=kind))] \
+            == ["twin"]
+    game = sw.SweepSpec("g", methods=["nash_md", "omd"], grid={"tau": [0.1]}, cfg=cfg)
+    assert [m.name for m in sw.validate(game)] == ["nash_md", "omd"]
+    assert game.to_config()["problem_kind"] == "game"
+
+
+# ---------------------------------------------------------------------------------------
+# plan and checkpoint records
+
+
+def test_plan_pads_the_runs_axis_to_whole_slices_of_devices():
+    plan = make_plan(3, 2, 5, num_steps=60, log_every=5, logs_per_chunk=5, max_parallel=7,
+                     num_devices=4)
+    assert (plan.num_runs, plan.per_slice, plan.num_slices, plan.padded) == (30, 8, 4, 32)
+    assert (plan.num_logs, plan.logs_per_chunk, plan.num_chunks) == (12, 4, 3)
+    run = np.arange(30)
+    np.testing.assert_array_equal(plan.point[:30], run // 10)  # seeds vary fastest
+    np.testing.assert_array_equal(plan.instance[:30], run // 5 % 2)
+    np.testing.assert_array_equal(plan.seed[:30], run % 5)
+    np.testing.assert_array_equal(plan.point[30:], [0, 0])  # padding repeats the first runs
+    assert plan.rows(3) == slice(24, 32) and plan.real_rows(3) == 6
+    shaped = plan.shaped({"m": {"k": np.arange(32 * 13.0).reshape(32, 13)}})["m"]["k"]
+    assert shaped.shape == (3, 2, 5, 13) and shaped[2, 1, 4, 0] == 29 * 13
+
+
+def test_checkpoint_record_round_trips_through_its_file(tmp_path):
+    """The record <-> the file layout that older checkpoints have (``m/<method>/<metric>``,
+    ``slice``, ``chunk``, ``s/leaf<i>``; no state at a slice boundary)."""
+    curves = {"copg": {"regret": np.arange(6.0).reshape(2, 3)},
+              "md": {"kl_to_ref": np.full((2, 3), np.nan, np.float32)}}
+    state = (np.arange(3, dtype=np.int32), np.ones((2, 2), np.float32))
+    path = tmp_path / "group.npz"
+    for ckpt in (Checkpoint(curves, 1, 2, state), Checkpoint(curves, 2, 0, None)):
+        write_checkpoint(path, ckpt)
+        keys = set(rs.read_npz(path))
+        assert {"m/copg/regret", "m/md/kl_to_ref", "slice", "chunk"} <= keys
+        assert ({"s/leaf0", "s/leaf1"} <= keys) == (ckpt.state is not None)
+        back = read_checkpoint(path)
+        assert (back.next_slice, back.next_chunk) == (ckpt.next_slice, ckpt.next_chunk)
+        assert assert_same(back.curves["copg"], curves["copg"])
+        assert back.curves["md"]["kl_to_ref"].dtype == np.float32
+        if ckpt.state is None:
+            assert back.state is None
+        else:
+            assert all(np.array_equal(a, b) and a.dtype == b.dtype
+                       for a, b in zip(back.state, state, strict=True))
+
+
+def test_resume_at_a_slice_boundary_gives_identical_curves(tmp_path, monkeypatch):
+    """Interrupted right after a slice's last chunk (a checkpoint without state), the
+    resumed sweep starts the next slice from its initialization."""
+    spec = spec_for(methods=("copg", "md"), max_parallel=3)  # 8 runs: 3 slices of 3
+    ref = sw.sweep(spec, problems(), progress=False)
+
+    def interrupted(path, ckpt):
+        write_checkpoint(path, ckpt)
+        if ckpt.next_slice == 1 and ckpt.state is None:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sw, "write_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sw.sweep(spec, problems(), tmp_path, progress=False)
+    monkeypatch.undo()
+    saved = read_checkpoint(tmp_path / rs.CHECKPOINT / "group.npz")
+    assert (saved.next_slice, saved.next_chunk, saved.state) == (1, 0, None)
+    res = sw.sweep(spec, problems(), tmp_path, resume=True, progress=False)
+    for k, v in ref.curves.items():
+        np.testing.assert_array_equal(v, res.curves[k], err_msg=k)
+
+
+def test_ctrl_c_inside_a_host_callback_is_a_keyboard_interrupt():
+    """JAX reports an exception raised in a host callback (the CPU sort of the epoch
+    permutations) as a JaxRuntimeError; a Ctrl-C there must stay a KeyboardInterrupt."""
+    def interrupted(x):
+        raise KeyboardInterrupt
+
+    f = jax.jit(lambda x: jax.pure_callback(interrupted, jax.ShapeDtypeStruct((3,), x.dtype),
+                                            x))
+    with pytest.raises(KeyboardInterrupt):
+        sw._timed(f, jax.numpy.ones(3))
+    with pytest.raises(jax.errors.JaxRuntimeError):  # any other failure stays what it is
+        sw._timed(jax.jit(lambda x: jax.pure_callback(lambda _: 1 / 0, jax.ShapeDtypeStruct(
+            (3,), x.dtype), x)), jax.numpy.ones(3))

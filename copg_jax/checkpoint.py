@@ -1,0 +1,90 @@
+"""Sweep checkpoints: a typed record, and the one pair of functions that writes it to and
+reads it from its ``.npz`` file (atomically, with :mod:`copg_jax.results`).
+
+File layout (kept so that older checkpoints still resume): ``m/<method>/<metric>``, the
+curves logged so far; ``slice`` and ``chunk``, the next chunk to run; ``s/leaf<i>``, the
+training state's leaves (absent at a slice boundary).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from copg_jax import results as rs
+from copg_jax import train
+from copg_jax.sweep_plan import Curves
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """Where an interrupted sweep resumes.
+
+    Attributes:
+      curves: method -> metric -> ``[padded runs, L+1]``, every point logged so far (the
+        rest NaN).
+      next_slice, next_chunk: the first chunk not run yet.
+      state: the leaves of the training state of ``next_slice`` after the chunks before
+        ``next_chunk`` (:func:`state_leaves`); ``None`` when ``next_chunk`` is 0 (the slice
+        starts from its initialization).
+    """
+
+    curves: Curves
+    next_slice: int
+    next_chunk: int
+    state: tuple[np.ndarray, ...] | None
+
+
+def write_checkpoint(path: Path, ckpt: Checkpoint) -> None:
+    """Writes ``ckpt`` to ``path`` atomically (a crash leaves the previous file)."""
+    arrays = {f"m/{m}/{k}": v for m, mm in ckpt.curves.items() for k, v in mm.items()}
+    arrays.update(slice=np.int64(ckpt.next_slice), chunk=np.int64(ckpt.next_chunk))
+    if ckpt.state is not None:
+        arrays.update({f"s/leaf{i}": x for i, x in enumerate(ckpt.state)})
+    rs.write_npz(path, arrays)
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """The checkpoint written to ``path`` by :func:`write_checkpoint`."""
+    saved = rs.read_npz(path)
+    curves: Curves = {}
+    leaves: dict[int, np.ndarray] = {}
+    for key, v in saved.items():
+        if key.startswith("m/"):
+            _, method, metric = key.split("/", 2)
+            curves.setdefault(method, {})[metric] = v
+        elif key.startswith("s/leaf"):
+            leaves[int(key[len("s/leaf"):])] = v
+    if sorted(leaves) != list(range(len(leaves))):
+        raise ValueError(f"{path}: the training state's leaves are not numbered 0.."
+                         f"{len(leaves) - 1} (got {sorted(leaves)}); rerun with --overwrite")
+    state = tuple(leaves[i] for i in range(len(leaves))) if leaves else None
+    return Checkpoint(curves, int(saved["slice"]), int(saved["chunk"]), state)
+
+
+def _without_dataset(gstate: train.GroupState) -> train.GroupState:
+    data = gstate.data.replace(dataset=None) if gstate.data is not None else None
+    return gstate._replace(data=data)
+
+
+def state_leaves(gstate: train.GroupState) -> tuple[np.ndarray, ...]:
+    """A slice's training state as host arrays: every leaf except the offline dataset
+    (regenerated from the keys by the initialization)."""
+    return tuple(np.asarray(x) for x in jax.tree_util.tree_leaves(_without_dataset(gstate)))
+
+
+def restore_state(template: train.GroupState,
+                  leaves: tuple[np.ndarray, ...]) -> train.GroupState:
+    """The state saved by :func:`state_leaves`, with ``template``'s offline dataset (a
+    fresh initialization of the same slice)."""
+    treedef = jax.tree_util.tree_structure(_without_dataset(template))
+    if len(leaves) != treedef.num_leaves:
+        raise ValueError(f"resume: the checkpoint holds {len(leaves)} state arrays, this "
+                         f"sweep's state has {treedef.num_leaves}; rerun with --overwrite")
+    restored = jax.tree_util.tree_unflatten(treedef, list(leaves))
+    if template.data is not None:
+        restored = restored._replace(data=restored.data.replace(dataset=template.data.dataset))
+    return restored
