@@ -45,8 +45,7 @@ def solve_fixed_points(arrays, todo: list[tuple[str, dict]], cfg: StaticConfig) 
     with jax.enable_x64(True):
         p64 = bandit_env.make_bandit(*arrays)
         fps = fixed_points([get_method(n, "bandit") for n, _ in todo], p64,
-                           [hp for _, hp in todo], cfg.replace(mode="exact"),
-                           problem_kind="bandit")
+                           [hp for _, hp in todo], cfg.replace(mode="exact"))
         out = []
         for (_, hp), fp in zip(todo, fps, strict=True):
             reg = float(exact_bandit.regret(p64, fp.probs, hp["beta"]))

@@ -83,7 +83,7 @@ import numpy as np
 from absl import flags
 
 from copg_jax import plotting, stats
-from copg_jax.algos.base import StaticConfig, stable_eta
+from copg_jax.algos.base import Ctx, StaticConfig, stable_eta
 from copg_jax.algos.registry import get_method
 from copg_jax.envs import mdp as mdp_env
 from copg_jax.exact import mdp as exact_mdp
@@ -332,7 +332,7 @@ def fixed_point_summary(problems, cfg: StaticConfig, enabled: set[str], timings:
             tol = default_tol(jnp.float64)
 
             def one(p):
-                fp = solve_fixed_point(m, p, h, fcfg, "mdp", tol=tol)
+                fp = solve_fixed_point(m, p, h, fcfg, tol=tol)
                 reg = exact_mdp.regret(p, fp.probs, h["beta"])
                 return reg, fp.converged, fp.residual
 
@@ -359,7 +359,7 @@ def learned_critic_bias(problems, beta: float, num_samples: int) -> dict:
             cfg = StaticConfig(dataset_size=n, batch_size=1, num_samples=num_samples)
             rows = []
             for p in map(_to64, problems):
-                aux = fit_tabular_critic(jax.random.PRNGKey(0), p, {}, cfg)
+                aux = fit_tabular_critic(Ctx(p, {}, cfg), jax.random.PRNGKey(0))
                 fitted = p.replace(T=aux["T"], r=aux["r"])
                 pi_hat = exact_mdp.soft_optimal(fitted, beta).policy
                 rows.append({"regret": float(exact_mdp.regret(p, pi_hat, beta)),

@@ -25,6 +25,7 @@ from copg_jax.algos.common import log_ratio, scatter
 from copg_jax.algos.registry import register
 from copg_jax.batches import Groups
 from copg_jax.envs.bandit import Bandit, sample_rewards
+from copg_jax.exact import bandit as eb
 from copg_jax.sampling import sample_categorical
 
 Array = jax.Array
@@ -39,12 +40,12 @@ def _policy(logits):
 
 def reg_reward(problem: Bandit, logp: Array, beta, y: Array, r: Array) -> Array:
     """``R_β^π(y) = r − β (ln π(y) − ln π_ref(y))`` for observed rewards ``r``."""
-    return r - beta * (logp[y] - jnp.log(problem.ref_probs)[y])
+    return eb.regularized_reward_from_logs(problem, logp, beta, y, r)
 
 
 def _reg_reward_all(problem: Bandit, logp: Array, beta) -> Array:
     """Mean regularized reward of every arm (the noise has mean R)."""
-    return problem.rewards - beta * (logp - jnp.log(problem.ref_probs))
+    return eb.regularized_reward_from_logs(problem, logp, beta)
 
 
 def _behaviour(problem: Bandit, k: int) -> list[Array]:
