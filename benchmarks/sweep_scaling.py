@@ -22,7 +22,7 @@ METHODS = ["copg", "ipo", "pg", "pg_value_baseline", "is_pg", "is_pg_truncated",
 def one(grid, seeds, epochs, max_parallel=None):
     cfg = StaticConfig(num_steps=19 * epochs, log_every=19, batch_size=512,
                        dataset_size=10_000)
-    spec = SweepSpec("copg_bandit", "bandit", METHODS, grid, seeds, cfg,
+    spec = SweepSpec("copg_bandit", methods=METHODS, grid=grid, num_seeds=seeds, cfg=cfg,
                      max_parallel=max_parallel)
     t0 = time.perf_counter()
     res = sweep(spec, paper_bandit(), progress=False)

@@ -39,7 +39,7 @@ def paper_bandit(methods=PAPER_METHODS, seeds=100, epochs=100, num_pairs=10_000,
     grid = {"beta": [0.5], "lr": [1e-3]}
     if "md" in methods:
         grid["eta"] = [0.01]
-    spec = SweepSpec("copg_bandit", "bandit", list(methods), grid, seeds, cfg)
+    spec = SweepSpec("copg_bandit", methods=list(methods), grid=grid, num_seeds=seeds, cfg=cfg)
     res, out = _timed(spec, problem)
     out["wall_s"] = time.perf_counter() - t0
     out["updates"] = steps * seeds * len(methods)
@@ -54,8 +54,8 @@ def fresh_bandit(num_actions=10, seeds=1024, steps=2000, batch=64, methods=("cop
     problem = bandit_env.random_bandit(jax.random.PRNGKey(1), num_actions)
     cfg = StaticConfig(mode="sampled", data="fresh", num_steps=steps, log_every=log_every,
                        batch_size=batch, optimizer="adam")
-    spec = SweepSpec("fresh_bandit", "bandit", list(methods), {"beta": [0.5], "lr": [1e-2]},
-                     seeds, cfg)
+    spec = SweepSpec("fresh_bandit", methods=list(methods),
+                     grid={"beta": [0.5], "lr": [1e-2]}, num_seeds=seeds, cfg=cfg)
     res, out = _timed(spec, problem)
     out["updates"] = steps * seeds * len(methods)
     out["arm_draws"] = out["updates"] * batch * 2  # y, y' per pair
@@ -84,7 +84,7 @@ def games(instances=10, num_actions=10, steps=5000):
     problems = [egpo_random(k, num_actions) for k in keys]
     cfg = StaticConfig(mode="exact", num_steps=steps, log_every=steps // 10, optimizer="sgd")
     # One sweep, one program: each method keeps its own step size and schedule.
-    spec = SweepSpec("games", "game", list(GAME_METHODS), {"tau": [0.1]}, 1, cfg,
+    spec = SweepSpec("games", methods=list(GAME_METHODS), grid={"tau": [0.1]}, num_seeds=1, cfg=cfg,
                      method_hparams={m: hp for m, (hp, _) in GAME_METHODS.items()},
                      method_cfg={m: mcfg for m, (_, mcfg) in GAME_METHODS.items()})
     res, tot = _timed(spec, problems)
@@ -103,7 +103,8 @@ def mdp(seeds=256, steps=1000, batch=128, dataset_size=1280, S=20, A=4, H=10, br
     problem = garnet(jax.random.PRNGKey(0), S, A, branching, H, behaviour_logit_scale=1.0)
     cfg = StaticConfig(mode="sampled", data="offline", num_steps=steps, log_every=steps // 10,
                        batch_size=batch, dataset_size=dataset_size, optimizer="adam")
-    spec = SweepSpec("mdp", "mdp", ["copg"], {"beta": [0.5], "lr": [1e-2]}, seeds, cfg)
+    spec = SweepSpec("mdp", methods=["copg"], grid={"beta": [0.5], "lr": [1e-2]}, num_seeds=seeds,
+                     cfg=cfg)
     res, out = _timed(spec, problem)
     out["updates"] = steps * seeds
     out["final_regret"] = res.summary["grid"][0]["methods"]["copg"]["final_regret_mean"]

@@ -286,18 +286,22 @@ def nash_md_pg_expected(ctx: Ctx, logits, aux) -> Array:
 _LR = {"tau": 0.1, "lr": 0.1}  # lr: the optimizer's learning rate (exact and sampled)
 _CF = {"tau": 0.1, "eta": 1.0}  # eta: the closed-form step (exact-only methods)
 
-register(Method(
-    "nash_md", "game", _LR,
-    "Nash-MD (NLHF) as EGPO's regression, y'' ~ π^{1−a}μ^a with a = 4 lr/K.",
-    on_policy=True, estimate=regression_estimate,
-    expected=regression_expected_with(nash_md_opponent),
-    sample=regression_sample_with(nash_md_opponent)))
-register(Method(
-    "omd", "game", _LR,
-    "OMD / Online IPO 1 (EGPO) as EGPO's regression form with y'' ~ π.",
-    on_policy=True, estimate=regression_estimate,
-    expected=regression_expected_with(omd_opponent),
-    sample=regression_sample_with(omd_opponent)))
+
+
+def regression_method(name: str, doc: str, opponent, **kw) -> Method:
+    """A method in EGPO's sampled regression form whose opponent ``y''`` is drawn from
+    ``opponent(ctx, logits, aux)``: estimator, exact twin and sampler share it."""
+    return Method(name, "game", _LR, doc, on_policy=True, estimate=regression_estimate,
+                  expected=regression_expected_with(opponent),
+                  sample=regression_sample_with(opponent), **kw)
+
+
+register(regression_method(
+    "nash_md", "Nash-MD (NLHF) as EGPO's regression, y'' ~ π^{1−a}μ^a with a = 4 lr/K.",
+    nash_md_opponent))
+register(regression_method(
+    "omd", "OMD / Online IPO 1 (EGPO) as EGPO's regression form with y'' ~ π.",
+    omd_opponent))
 register(Method(
     "online_ipo2", "game", _LR,
     "Online IPO 2 (EGPO): y, y' ~ π, loss (Δh − (z − 1/2)/τ)².",
@@ -308,12 +312,9 @@ register(Method(
     "Nash-MD-PG (NLHF): ∇ln π(y)(z − 1/2 − τh(y)), y ~ π, y' ~ π^{1−β}μ^β.",
     on_policy=True, estimate=nash_md_pg_estimate, expected=nash_md_pg_expected,
     sample=nash_md_pg_sample))
-register(Method(
-    "egpo", "game", _LR,
-    "EGPO: half step to θ_{t+½}, then θ_t + lr·g(θ_t; y'' ~ π_{t+½}) (regression form).",
-    on_policy=True, lookahead=True, estimate=regression_estimate,
-    expected=regression_expected_with(egpo_opponent),
-    sample=regression_sample_with(egpo_opponent)))
+register(regression_method(
+    "egpo", "EGPO: half step to θ_{t+½}, then θ_t + lr·g(θ_t; y'' ~ π_{t+½}) (regression form).",
+    egpo_opponent, lookahead=True))
 register(Method(
     "nash_md_cf", "game", _CF,
     "Nash-MD (NLHF), closed form with step η (or η_t = 2/(τ(t+2))); exact only.",
