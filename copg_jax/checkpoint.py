@@ -84,6 +84,12 @@ def restore_state(template: train.GroupState,
     if len(leaves) != treedef.num_leaves:
         raise ValueError(f"resume: the checkpoint holds {len(leaves)} state arrays, this "
                          f"sweep's state has {treedef.num_leaves}; rerun with --overwrite")
+    want = jax.tree_util.tree_leaves(_without_dataset(template))
+    for i, (got, ref) in enumerate(zip(leaves, want, strict=True)):
+        if got.shape != ref.shape or got.dtype != ref.dtype:
+            raise ValueError(f"resume: state array {i} of the checkpoint is {got.dtype}"
+                             f"{list(got.shape)}, this sweep's is {ref.dtype}{list(ref.shape)} "
+                             "(written by another version?); rerun with --overwrite")
     restored = jax.tree_util.tree_unflatten(treedef, list(leaves))
     if template.data is not None:
         restored = restored._replace(data=restored.data.replace(dataset=template.data.dataset))
