@@ -6,6 +6,8 @@ have a leading dataset axis, and a minibatch is the same record sliced).
 * :class:`Pairs` — preference-game pairs ``(y, y')`` with a preference label;
 * :class:`Regression` — EGPO's regression samples: two arms, an opponent ``y''`` and the
   two labels against it;
+* :class:`ContextGroups` — contextual-bandit groups: a context per group, then as
+  :class:`Groups`;
 * trajectories of an MDP are :class:`copg_jax.envs.mdp.Trajectories`.
 """
 
@@ -45,3 +47,19 @@ class Regression:
     y: Array
     y2: Array
     pref: Array
+
+
+@struct.dataclass
+class ContextGroups:
+    """Contextual-bandit groups: ``x``: ``[n]`` int32 contexts ``x ~ ρ``; ``y``, ``r``,
+    ``pref`` as in :class:`Groups`, the arms drawn in context ``x``."""
+
+    x: Array
+    y: Array
+    r: Array
+    pref: Array | None = None
+
+    def group(self, b) -> Groups:
+        """Group ``b`` as a one-group bandit batch (leading axis 1)."""
+        pref = None if self.pref is None else self.pref[b][None]
+        return Groups(y=self.y[b][None], r=self.r[b][None], pref=pref)

@@ -57,6 +57,7 @@ from copg_jax.checkpoint import (
     write_checkpoint,
 )
 from copg_jax.kinds import ProblemKind, get_kind, kind_names, kind_of
+from copg_jax.policies import PolicySpec
 from copg_jax.sweep_plan import Curves, Plan, check_plan_memory, make_plan, run_inputs, slice_inputs
 from copg_jax.sweep_programs import TRACE_COUNTS, Programs, compile_programs, runs_mesh, shard
 from copg_jax.validation import check_seed
@@ -150,8 +151,9 @@ class SweepSpec:
             "hparams": {k: float(v) for k, v in self.hparams.items()},
             "num_seeds": self.num_seeds,
             "seed": self.seed,
-            "static": dataclasses.asdict(self.cfg),
-            "method_static": {m: dict(o) for m, o in self.method_cfg.items()},
+            "static": _static_config(self.cfg),
+            "method_static": {m: {k: dataclasses.asdict(x) if isinstance(x, PolicySpec) else x
+                                  for k, x in o.items()} for m, o in self.method_cfg.items()},
         }
         if self.method_hparams:  # absent when unused: older results keep their fingerprint
             config["method_hparams"] = {m: {k: float(v) for k, v in o.items()}
@@ -187,6 +189,15 @@ def resolve_kind(spec: SweepSpec, problems: Sequence[Any] | None = None) -> Prob
 def _kinds_with(names: Sequence[str]) -> list[ProblemKind]:
     """The problem kinds that have a method of every name."""
     return [get_kind(k) for k in kind_names() if set(names) <= set(list_methods(k))]
+
+
+def _static_config(cfg: StaticConfig) -> dict:
+    """``cfg`` as a JSON-able dict; the policy class only when it is not the tabular
+    default (results from before policy classes keep their fingerprint)."""
+    out = dataclasses.asdict(cfg)
+    if cfg.policy == PolicySpec():
+        del out["policy"]
+    return out
 
 
 def _kind_name(spec: SweepSpec) -> str:

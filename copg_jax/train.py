@@ -15,10 +15,16 @@ every step. The step index comes from the scan's ``xs`` and is therefore *unbatc
 under ``vmap``: the epoch reshuffle behind ``lax.cond`` stays a real branch (taken once
 per epoch) instead of becoming a ``select`` that reshuffles at every step.
 
+Policy classes (:mod:`copg_jax.policies`, ``cfg.policy``): the state holds parameters
+``w``; a step computes the logits ``θ(w)`` with their vjp, takes the method's direction in
+logit space and applies its pull-back ``(∂θ/∂w)ᵀ d``. The tabular class is ``w = θ`` with
+no vjp (today's numbers, bitwise).
+
 Randomness: a run key is split into (data, shuffle, run, aux) keys; step ``t`` of a
 method uses ``fold_in(run_key, t)``; epoch ``e`` is shuffled with
-``fold_in(shuffle_key, e)``. Results therefore do not depend on how the run is chunked
-(resume gives identical numbers) nor on which other methods share the run.
+``fold_in(shuffle_key, e)``; a network's initial weights use ``fold_in(aux_key, 1)``.
+Results therefore do not depend on how the run is chunked (resume gives identical
+numbers) nor on which other methods share the run.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from copg_jax import batch_counts
+from copg_jax import batch_counts, policies
 from copg_jax import data as data_lib
 from copg_jax.algos.base import Ctx, Method, StaticConfig
 from copg_jax.dtypes import as_float
@@ -44,7 +50,7 @@ Array = jax.Array
 
 @struct.dataclass
 class TrainState:
-    logits: Array
+    params: Any  # the policy's parameters: the logits for the tabular class
     opt_state: Any
     aux: Any
     avg_probs: Array  # running mean of the policy over updates 1..t (average iterate)
@@ -90,15 +96,21 @@ def init_data(problem, cfg: StaticConfig, key: Array) -> data_lib.DataState:
     return data_lib.init_data(dataset, k_shuffle)
 
 
+def policy_logits(problem, cfg: StaticConfig, params) -> Array:
+    """The logits of the policy with parameters ``params`` (the class ``cfg.policy``)."""
+    return policies.logits(cfg.policy, problem, params)
+
+
 def init_state(method: Method, problem, hp, cfg: StaticConfig, key: Array) -> TrainState:
     kind = kind_of(problem)
     _, _, k_run, k_aux = _split(key)
-    logits = kind.init_logits(problem)
-    opt_state = make_optimizer(cfg).init(logits)
+    params = policies.init_params(cfg.policy, problem, jax.random.fold_in(k_aux, 1))
+    logits = policy_logits(problem, cfg, params)
+    opt_state = make_optimizer(cfg).init(params)
     opt_state.hyperparams["learning_rate"] = jnp.asarray(hp.get("lr", 1.0), logits.dtype)
     aux = method.init_aux(Ctx(problem, hp, cfg), k_aux) if method.init_aux else None
     return TrainState(
-        logits=logits,
+        params=params,
         opt_state=opt_state,
         aux=aux,
         avg_probs=kind.probs(logits),
@@ -174,22 +186,24 @@ def _lookahead_direction(method, ctx: Ctx, state, direction, key, offline_batch2
     kept; with SGD ``θ_{t+½} = θ_t + lr·g``, as in the paper), then the direction is taken
     again *at θ_t* on a fresh batch, with the look-ahead logits passed as ``aux``: the
     method's sampler and ``expected`` draw the opponent from ``π_{t+½}`` (EGPO's code
-    restores θ_t before computing the log-probabilities)."""
-    updates, _ = make_optimizer(ctx.cfg).update(-direction, state.opt_state, state.logits)
-    ahead = optax.apply_updates(state.logits, updates)
-    return _sampled_direction(method, ctx, state.logits, ahead, key, offline_batch2, None)
+    restores θ_t before computing the log-probabilities). Tabular class only."""
+    updates, _ = make_optimizer(ctx.cfg).update(-direction, state.opt_state, state.params)
+    ahead = optax.apply_updates(state.params, updates)
+    return _sampled_direction(method, ctx, state.params, ahead, key, offline_batch2, None)
 
 
-def _gradient_step(method, ctx: Ctx, state: TrainState, aux, key, offline: Offline):
-    """An optimizer step along the method's direction (extragradient when ``lookahead``)."""
+def _gradient_step(method, ctx: Ctx, state: TrainState, logits, pull, aux, key,
+                   offline: Offline):
+    """An optimizer step along the method's direction at ``logits = θ(w)``, pulled back to
+    the parameters by ``pull`` (extragradient when ``lookahead``)."""
     k1, k2 = jax.random.split(key)
-    direction = _sampled_direction(method, ctx, state.logits, aux, k1, offline.batch,
+    direction = _sampled_direction(method, ctx, logits, aux, k1, offline.batch,
                                    offline.count)
     if method.lookahead:
         direction = _lookahead_direction(method, ctx, state, direction, k2, offline.batch2)
-    updates, opt_state = make_optimizer(ctx.cfg).update(-direction, state.opt_state,
-                                                        state.logits)
-    return optax.apply_updates(state.logits, updates), opt_state
+    descent = jax.tree_util.tree_map(jnp.negative, pull(direction))
+    updates, opt_state = make_optimizer(ctx.cfg).update(descent, state.opt_state, state.params)
+    return optax.apply_updates(state.params, updates), opt_state
 
 
 def train_step(method: Method, problem, hp, cfg: StaticConfig, state: TrainState, t,
@@ -199,21 +213,24 @@ def train_step(method: Method, problem, hp, cfg: StaticConfig, state: TrainState
     ctx = Ctx(problem, hp, cfg, t)
     key = jax.random.fold_in(state.key, t)
     aux, opt_state = state.aux, state.opt_state
+    logits, pull = policies.logits_and_pullback(cfg.policy, problem, state.params)
     if method.pre_step is not None:
-        aux = method.pre_step(ctx, state.logits, aux)
+        aux = method.pre_step(ctx, logits, aux)
     if cfg.mode == "exact" and method.exact_step is not None:
-        logits, aux = method.exact_step(ctx, state.logits, aux)
+        params, aux = method.exact_step(ctx, logits, aux)  # tabular only (check_config)
     else:
-        logits, opt_state = _gradient_step(method, ctx, state, aux, key,
+        params, opt_state = _gradient_step(method, ctx, state, logits, pull, aux, key,
                                            offline or Offline(None))
+    logits = policy_logits(problem, cfg, params)
     n = (state.step + 1).astype(logits.dtype)
     avg = state.avg_probs + (kind_of(problem).probs(logits) - state.avg_probs) / n
-    return state.replace(logits=logits, opt_state=opt_state, aux=aux, avg_probs=avg,
+    return state.replace(params=params, opt_state=opt_state, aux=aux, avg_probs=avg,
                          step=state.step + 1)
 
 
-def compute_metrics(problem, hp, state: TrainState, target) -> dict:
-    return kind_of(problem).metrics(problem, state.logits, state.avg_probs, hp, target)
+def compute_metrics(problem, hp, cfg: StaticConfig, state: TrainState, target) -> dict:
+    logits = policy_logits(problem, cfg, state.params)
+    return kind_of(problem).metrics(problem, logits, state.avg_probs, hp, target)
 
 
 class Group(NamedTuple):
@@ -260,7 +277,7 @@ def init_group(group: Group, problem, hps: Sequence, key) -> tuple[GroupState, t
         st = init_state(m, problem, hp, c, key)
         states.append(st)
         targets.append(target)
-        m0[m.name] = compute_metrics(problem, hp, st, target)
+        m0[m.name] = compute_metrics(problem, hp, c, st, target)
     return GroupState(tuple(states), data), tuple(targets), m0
 
 
@@ -304,8 +321,9 @@ def run_group_chunk(group: Group, problem, hps: Sequence, gstate: GroupState, ta
     def outer(gs: GroupState, i):
         ts = start + i * log_every + jnp.arange(log_every, dtype=jnp.int32)
         gs, _ = jax.lax.scan(inner, gs, ts)
-        ms = {m.name: compute_metrics(problem, hp, st, tg)
-              for m, hp, st, tg in zip(group.methods, hps, gs.states, targets, strict=True)}
+        ms = {m.name: compute_metrics(problem, hp, c, st, tg)
+              for m, c, hp, st, tg in zip(group.methods, group.cfgs, hps, gs.states, targets,
+                                          strict=True)}
         return gs, ms
 
     return jax.lax.scan(outer, gstate, jnp.arange(num_logs, dtype=jnp.int32))

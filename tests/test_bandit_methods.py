@@ -423,7 +423,7 @@ def test_train_train_exact_mode_matches_run_single():
         atol=1e-15,
     )
     fp = fixed_point("copg", paper_bandit(), {"beta": BETA})
-    np.testing.assert_allclose(jax.nn.softmax(res.state.logits), fp.probs, atol=1e-6)
+    np.testing.assert_allclose(jax.nn.softmax(res.state.params), fp.probs, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------

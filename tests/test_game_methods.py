@@ -209,8 +209,8 @@ def one_step(method, g, hp, cfg, logits, first, second=None):
         return first if aux is None else second
 
     m = dataclasses.replace(method, sample=sample)
-    state = init_state(m, g, hp, cfg, jax.random.PRNGKey(0)).replace(logits=logits)
-    return train_step(m, g, hp, cfg, state, jnp.int32(0)).logits
+    state = init_state(m, g, hp, cfg, jax.random.PRNGKey(0)).replace(params=logits)
+    return train_step(m, g, hp, cfg, state, jnp.int32(0)).params
 
 
 def twin_setup(name, labels, k=3):
@@ -225,8 +225,8 @@ def twin_setup(name, labels, k=3):
 
 def exact_step(method, g, hp, cfg, logits):
     state = init_state(method, g, hp, cfg.replace(mode="exact"), jax.random.PRNGKey(0))
-    state = state.replace(logits=logits)
-    return train_step(method, g, hp, cfg.replace(mode="exact"), state, jnp.int32(0)).logits
+    state = state.replace(params=logits)
+    return train_step(method, g, hp, cfg.replace(mode="exact"), state, jnp.int32(0)).params
 
 
 @pytest.mark.parametrize("labels", ["bernoulli", "probability"])
@@ -384,13 +384,13 @@ def dice_run(name: str, steps: int, hp, logits0):
     method = get_method(name, "game")
     hp = to_hparams(method, hp)
     cfg = StaticConfig(mode="exact", optimizer="sgd")
-    state = init_state(method, g, hp, cfg, jax.random.PRNGKey(0)).replace(logits=logits0)
+    state = init_state(method, g, hp, cfg, jax.random.PRNGKey(0)).replace(params=logits0)
 
     def body(st, t):
         return train_step(method, g, hp, cfg, st, t), None
 
     state, _ = jax.jit(lambda s: jax.lax.scan(body, s, jnp.arange(steps)))(state)
-    return g, jax.nn.softmax(state.logits)
+    return g, jax.nn.softmax(state.params)
 
 
 @pytest.mark.parametrize("name,hp", [

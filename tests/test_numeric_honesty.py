@@ -104,8 +104,8 @@ def test_decomposable_twin_is_a_different_method(custom_registered):
     res = train.train(custom_registered, problem, None, cfg, seed=key)
     counted = train.train(_custom_method(decomposable=True), problem, None, cfg, seed=key)
     theta0 = np.log(np.full(3, 1 / 3))
-    np.testing.assert_allclose(np.asarray(counted.state.logits), theta0, atol=1e-6)
-    assert float(np.max(np.abs(np.asarray(res.state.logits) - theta0))) > 1e-4
+    np.testing.assert_allclose(np.asarray(counted.state.params), theta0, atol=1e-6)
+    assert float(np.max(np.abs(np.asarray(res.state.params) - theta0))) > 1e-4
 
 
 # ------------------------------------------------------------------------- 3. seeds

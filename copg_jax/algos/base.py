@@ -42,6 +42,7 @@ import numpy as np
 
 from copg_jax import validation as v
 from copg_jax.dtypes import float_dtype
+from copg_jax.policies import PolicySpec
 
 Array = jax.Array
 Batch = Any  # a batch record of the problem kind (copg_jax.batches, Trajectories)
@@ -92,6 +93,9 @@ class StaticConfig:
       eta_schedule: ``"constant"`` or ``"nash_md"`` (η_t = 2/(τ(t+2)), NLHF Thm.).
       baseline: baseline of ``is_pg``-family estimators: ``"none"``, ``"value"`` (E_π[R]),
         or ``"regularized_value"`` (E_π[R_β^π]), all computed exactly.
+      policy: the policy class (:class:`copg_jax.policies.PolicySpec`): tabular logits
+        by default, or a log-linear / MLP class over context features whose parameters
+        receive the method's direction pulled back by one vjp.
     """
 
     mode: str = "sampled"
@@ -105,8 +109,11 @@ class StaticConfig:
     inner_steps: int = 1
     eta_schedule: str = "constant"
     baseline: str = "regularized_value"
+    policy: PolicySpec = PolicySpec()
 
     def __post_init__(self):
+        if not isinstance(self.policy, PolicySpec):
+            raise ValueError(f"policy: must be a PolicySpec, got {self.policy!r}")
         v.check_choice("mode", self.mode, MODES)
         v.check_choice("data", self.data, DATA_SOURCES)
         v.check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -233,11 +240,29 @@ class Method:
             )
         if cfg.mode == "exact" and self.exact_step is None and self.expected is None:
             raise ValueError(f"mode: method {self.name!r} has no exact mode")
+        self._check_policy(cfg)
         if cfg.num_samples != 2 and not self.num_samples_free:
             raise ValueError(
                 f"num_samples: method {self.name!r} works on pairs (num_samples=2), "
                 f"got {cfg.num_samples}"
             )
+
+    def _check_policy(self, cfg: StaticConfig) -> None:
+        """Closed-form updates act on logits and extragradient steps on the optimizer's
+        logits: both are for the tabular class only."""
+        if cfg.policy.tabular:
+            return
+        from copg_jax.kinds import get_kind
+        from copg_jax.policies import check_supported
+
+        check_supported(cfg.policy, get_kind(self.kind))
+        if cfg.mode == "exact" and self.exact_step is not None:
+            raise ValueError(f"policy: {self.name!r} is a closed-form update on logits "
+                             f"(tabular only); the {cfg.policy.name} class needs a gradient "
+                             "method, or policy='tabular'")
+        if self.lookahead:
+            raise ValueError(f"policy: {self.name!r} is an extragradient method (tabular "
+                             f"only), got the {cfg.policy.name} class")
 
     def check_step(self, hp: Mapping[str, Any], cfg: StaticConfig) -> None:
         """Refuses ``η·s > 1`` (``s`` = hp ``step_strength``) for a constant step: outside

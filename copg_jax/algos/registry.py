@@ -19,7 +19,7 @@ def _load_all() -> None:
     # Importing the modules registers their methods.
     import importlib
 
-    for mod in ("bandit_methods", "game_methods", "mdp_methods"):
+    for mod in ("bandit_methods", "contextual_methods", "game_methods", "mdp_methods"):
         try:
             importlib.import_module(f"copg_jax.algos.{mod}")
         except ModuleNotFoundError as e:

@@ -3,7 +3,8 @@ register themselves on import."""
 
 from __future__ import annotations
 
-from copg_jax.kinds import bandit, game, mdp  # noqa: F401  (register the built-in kinds)
+# Importing the built-in kinds registers them.
+from copg_jax.kinds import bandit, contextual, game, mdp  # noqa: F401
 from copg_jax.kinds.base import ProblemKind, get_kind, kind_names, kind_of, register_kind
 
 __all__ = ["ProblemKind", "get_kind", "kind_names", "kind_of", "register_kind"]

@@ -32,6 +32,9 @@ class ProblemKind:
         drawn from the problem's behaviour distributions (offline datasets, fresh draws).
       metric_names: names returned by ``metrics`` (in order).
       probs(logits) -> policy probabilities.
+      features(problem) -> ``[X, F]`` context features, the inputs of the non-tabular
+        policy classes (:mod:`copg_jax.policies`); None for a kind that has only the
+        tabular class.
     """
 
     name: str
@@ -43,6 +46,7 @@ class ProblemKind:
     behaviour_sample: Callable[..., Any]
     metric_names: tuple[str, ...]
     probs: Callable[[Array], Array] = jax.nn.softmax
+    features: Callable[[Any], Array] | None = None
 
 
 _KINDS: dict[str, ProblemKind] = {}
