@@ -72,6 +72,8 @@ def worker(name: str, quick: bool) -> dict:
         except ImportError as e:
             return {"skipped": f"copg_jax.algos.mdp_methods not importable: {e}"}
         return w.mdp()
+    if name in ("W5", "W5_token_tabular"):
+        return w.toy_lm("gru" if name == "W5" else "token_tabular", seeds=20 if quick else 100)
     if name.startswith("seeds_"):
         n = int(name.split("_")[1])
         return w.paper_bandit(methods=("copg",), seeds=n, epochs=5)
@@ -154,7 +156,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="shorter NumPy runs and scaling")
     ap.add_argument("--json", default=str(OUT / "benchmarks.json"))
-    ap.add_argument("--only", default=None, help="comma list of W1,W2,W3,W4,scaling")
+    ap.add_argument("--only", default=None, help="comma list of W1,W2,W3,W4,W5,scaling")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -162,7 +164,7 @@ def main(argv=None) -> None:
         rec["peak_mb"] = rec.get("peak_mb") or _peak_mb()
         print("RESULT " + json.dumps(rec), flush=True)
         return
-    only = set((args.only or "W1,W2,W3,W4,scaling").split(","))
+    only = set((args.only or "W1,W2,W3,W4,W5,scaling").split(","))
     rows, raw = [], {}
 
     def go(name):
@@ -211,6 +213,12 @@ def main(argv=None) -> None:
     if "W4" in only:
         r = go("W4")
         add("W4 Garnet MDP copg (256 seeds)" if "skipped" not in r else "W4 (skipped)", r)
+    if "W5" in only:
+        g, tt = go("W5"), go("W5_token_tabular")
+        row = add("W5 toy LM GRU (5 meth x 6 beta x seeds)", g)
+        if g.get("run_s") and tt.get("run_s"):
+            row["ratio_token_tabular_run"] = g["run_s"] / tt["run_s"]
+        add("W5 same, per-prefix tables (baseline)", tt)
     scaling = None
     if "scaling" in only:
         seeds = [1, 10, 100, 1000] + ([] if args.quick else [10_000])

@@ -123,3 +123,27 @@ def rng_throughput(n=1 << 24, reps=5) -> float:
         jax.block_until_ready(f(k))
         best = min(best, time.perf_counter() - t0)
     return n / best
+
+
+TOY_LM_METHODS = ("copg", "dpo", "ipo", "rloo", "is_pg")
+TOY_LM_BETAS = [0.01, 0.03, 0.06, 0.1, 0.3, 1.0]
+
+
+def toy_lm(policy="gru", seeds=100, methods=TOY_LM_METHODS, betas=tuple(TOY_LM_BETAS)):
+    """W5: ``experiments.toy_lm`` defaults (8 prompts, V = L = 4, 256 sequences, an SFT GRU
+    of width 16, 2 epochs of 2048 pairs in minibatches of 64): every method × β × seed
+    in one program; ``policy="token_tabular"`` is the per-prefix-table baseline."""
+    from copg_jax.envs.toy_lm import make_toy_lm
+    from copg_jax.policies import PolicySpec
+
+    t0 = time.perf_counter()
+    problem = make_toy_lm(8, 4, 4, "sorted", "sft", 16)
+    cfg = StaticConfig(mode="sampled", data="offline", num_steps=64, log_every=8,
+                       batch_size=64, dataset_size=2048, policy=PolicySpec(policy, 16))
+    spec = SweepSpec("toy_lm", methods=list(methods),
+                     grid={"beta": list(betas), "lr": [1e-2]}, num_seeds=seeds, cfg=cfg,
+                     problem_kind="contextual")
+    res, out = _timed(spec, problem)
+    out["wall_s"] = time.perf_counter() - t0
+    out["updates"] = 64 * seeds * len(methods) * len(betas)
+    return out

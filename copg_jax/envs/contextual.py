@@ -66,6 +66,17 @@ def per_context(problem: ContextualBandit) -> Bandit:
     return jax.vmap(lambda x: context_bandit(problem, x))(jnp.arange(problem.num_contexts))
 
 
+def in_float64(problem: ContextualBandit) -> ContextualBandit:
+    """The problem in float64 with every distribution re-normalized there. A float32
+    row sums to 1 only to ~1e-8; in float64 that defect is a direction no logit change can
+    cancel (every method's direction is shift invariant only for normalized μ), so a
+    fixed-point solver would stall at ``‖g‖ ≈ 1e-8``. Call inside ``jax.enable_x64``."""
+    p = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), problem)
+    norm = lambda a: a / jnp.sum(a, axis=-1, keepdims=True)  # noqa: E731
+    return p.replace(ref_probs=norm(p.ref_probs), mu1=norm(p.mu1), mu2=norm(p.mu2),
+                     context_probs=norm(p.context_probs))
+
+
 def _check_table(name: str, a, shape: tuple[int, int], probs: bool) -> None:
     v.check_shape(name, a, shape)
     v.check_finite(name, a)
