@@ -186,8 +186,7 @@ def make_figures(out, summary: dict, curves: dict, best: dict[str, int]) -> None
     betas = [e["hparams"]["beta"] for e in grid]
     fig, ax = plt.subplots(figsize=(6, 4.2))
     plotting.plot_grid(ax, betas, {m: [_final(e["methods"][m], "expected_reward")
-                                       for e in grid] for m in methods})
-    ax.set_xscale("log")
+                                       for e in grid] for m in methods}, logy=False)
     ax.set_xlabel("β")
     ax.set_ylabel("final reward")
     ax.legend(fontsize=8)
@@ -208,9 +207,9 @@ def make_figures(out, summary: dict, curves: dict, best: dict[str, int]) -> None
     plotting.save(fig, out / "reward_kl_frontier.png")
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    shown = {f"{m} (β={grid[best[m]]['hparams']['beta']:g})": runs(best[m], m)
-             for m in methods if m in best}
-    plotting.plot_curves(ax, steps, shown, dict.fromkeys(shown), logy=False)
+    shown = {m: runs(best[m], m) for m in methods if m in best}
+    labels = {m: f"{m} (β={grid[best[m]]['hparams']['beta']:g})" for m in shown}
+    plotting.plot_curves(ax, steps, shown, logy=False, labels=labels)
     ax.set_xlabel("update")
     ax.set_ylabel("reward E_π[R]")
     ax.set_title(f"each method at its best β; {plotting.band_caption(grid[0]['methods'])}",
