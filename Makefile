@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: figure test lint bench clean
+.PHONY: figure test lint bench clean clean-cache
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The persistent XLA compilation cache of the CLIs (--compile_cache) grows with every new
+# program; this empties it (results are unaffected; the next runs compile again).
+clean-cache:
+	rm -rf $${HOME}/.cache/copg_jax/xla

@@ -424,6 +424,10 @@ def _adopt(out: Path, config: dict, *, resume: bool, overwrite: bool) -> str:
             return "checkpoint"
         if (out / CURVES).exists():
             return "finished"
+    if (out / CHECKPOINT / "group.npz").exists():
+        print(f"warning: {str(out)!r} holds the checkpoint of an unfinished run; it is "
+              "discarded and the run starts again (pass --resume to continue it instead)",
+              file=sys.stderr, flush=True)
     if overwrite:
         _clear(out)
     else:

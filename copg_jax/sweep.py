@@ -501,6 +501,11 @@ def run_methods(
     loop = _Loop(group, plan, sharded, points, ckpt, progress, check_nans)
     saved = read_checkpoint(ckpt) if ckpt is not None and ckpt.exists() else None
     first = saved.next_slice if saved is not None else 0
+    if saved is not None:
+        step = saved.next_chunk * plan.logs_per_chunk * group.cfgs[0].log_every
+        print(f"resuming from the checkpoint in {ckpt.parent}: slice {first + 1} of "
+              f"{plan.num_slices}, step {step} of {group.cfgs[0].num_steps}",
+              file=sys.stderr, flush=True)
     curves, timing = (saved.curves if saved is not None else None), Timing()
     if first < plan.num_slices:  # every slice has the shapes of the first
         t0 = time.perf_counter()

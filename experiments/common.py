@@ -166,11 +166,33 @@ def _interrupted() -> None:
     sys.exit(130)
 
 
-def run(main: Callable[[list[str]], None]) -> None:
+def methods_help(kind: str) -> str:
+    """The methods of a problem kind, one line each: name, doc, default hyperparameters
+    (appended to a CLI's ``--help``)."""
+    from copg_jax.algos.registry import get_method, list_methods
+
+    lines = [f"\nMethods for --methods ({kind} problems; defaults in parentheses):"]
+    for name in list_methods(kind):
+        m = get_method(name, kind)
+        doc = " ".join(str(m.doc).split())
+        doc = doc if len(doc) <= 70 else doc[:67] + "..."
+        hp = ", ".join(f"{k}={v:g}" for k, v in m.hparams.items())
+        mode = " [exact only]" if not m.has_sampled_mode else ""
+        lines.append(f"  {name:32s} {doc}{mode} ({hp})")
+    return "\n".join(lines) + "\n"
+
+
+def run(main: Callable[[list[str]], None], kind: str | None = None) -> None:
     """``absl.app.run`` that prints a one-line error (exit code 2) instead of a traceback
     for bad input or an unusable path; ``--verbose`` shows the traceback. Ctrl-C prints
-    where the checkpoint is and the ``--resume`` command (exit code 130)."""
+    where the checkpoint is and the ``--resume`` command (exit code 130). ``kind``: the
+    problem kind whose methods ``--help`` lists."""
     from copg_jax import results as rs
+
+    if kind is not None and any(a in ("--help", "-h", "--helpshort", "--helpfull")
+                                for a in sys.argv[1:]):
+        main_module = sys.modules["__main__"]
+        main_module.__doc__ = (main_module.__doc__ or "") + methods_help(kind)
 
     def wrapped(argv):
         rs.hold_locks_until_exit()  # the figures after the sweep are written locked too

@@ -54,6 +54,7 @@ from experiments import common
 
 METHODS = "copg,ipo,dpo,pg,is_pg,rloo"
 common.define_common("results/contextual_bandit", METHODS, 100)
+flags.adopt_module_key_flags(common)  # the shared flags show in --help
 flags.DEFINE_string("problem", None, "A contextual bandit .npz (module doc); default: a "
                     "random instance of --contexts × --actions with --features features.")
 flags.DEFINE_integer("contexts", 8, "Contexts X of the random instance.")
@@ -247,4 +248,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    common.run(main)
+    common.run(main, kind="contextual")

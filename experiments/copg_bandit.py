@@ -44,9 +44,15 @@ from experiments.fixed_point_worker import problem_arrays, solve_fixed_points
 FIGURE_METHODS = ("copg,ipo,pg,pg_value_baseline,pg_regularized_baseline,is_pg,is_pg_truncated,"
                   "is_pg_truncated_value_baseline,is_pg_truncated_no_baseline,rloo,md")
 common.define_common("results/copg_bandit", FIGURE_METHODS, 100)
+flags.adopt_module_key_flags(common)  # the shared flags show in --help
 flags.DEFINE_string("rewards", "2.5,2,1", "Mean reward of each arm.")
-flags.DEFINE_string("mu1", "0.1,0.2,0.7", "Behaviour distribution of y.")
-flags.DEFINE_string("mu2", "0.05,0.05,0.9", "Behaviour distribution of y'.")
+flags.DEFINE_string("mu1", None, "Behaviour distribution of y (default: the paper's "
+                    "0.1,0.2,0.7 for 3 arms, uniform otherwise).")
+flags.DEFINE_string("mu2", None, "Behaviour distribution of y' (default: the paper's "
+                    "0.05,0.05,0.9 for 3 arms, uniform otherwise).")
+flags.DEFINE_string("bandit", None, "A bandit file: .npz with 'rewards' and optionally "
+                    "'ref_probs', 'mu1', 'mu2' (uniform when absent), or .npy rewards; "
+                    "replaces --rewards/--ref/--mu1/--mu2 (loaded without pickle).")
 flags.DEFINE_string("ref", None, "Reference policy (default uniform).")
 flags.DEFINE_string("beta", "0.5", "KL strength β (comma list = grid).")
 flags.DEFINE_string("lr", "1e-3", "Adam learning rate (comma list = grid).")
@@ -61,8 +67,18 @@ flags.DEFINE_string("mu_mix", None, "Data sweep: comma list of λ; one problem i
 FLAGS = flags.FLAGS
 
 
-def build(argv=None):
-    """Flags -> (spec, problem, extra config). Raises ValueError on bad input."""
+PAPER_MU = {"mu1": [0.1, 0.2, 0.7], "mu2": [0.05, 0.05, 0.9]}
+
+
+def load_problem() -> tuple[bandit_env.Bandit, list[float]]:
+    """The ``--bandit`` file, or the bandit of ``--rewards``/``--ref``/``--mu1``/``--mu2``
+    (μ defaults: the paper's for 3 arms, uniform for any other K)."""
+    if FLAGS.bandit is not None:
+        given = [f"--{n}" for n in ("rewards", "ref", "mu1", "mu2") if FLAGS[n].present]
+        if given:
+            raise ValueError(f"--bandit: replaces {given}; give one or the other")
+        problem = bandit_env.load_bandit(FLAGS.bandit)
+        return problem, np.asarray(problem.rewards, np.float64).tolist()
     rewards = common.parse_vector("rewards", FLAGS.rewards)
     k = len(rewards)
     vec = {}
@@ -71,11 +87,20 @@ def build(argv=None):
         vec[name] = None if text is None else common.parse_vector(name, text)
         if vec[name] is not None and len(vec[name]) != k:
             raise ValueError(f"--{name}: has {len(vec[name])} entries but --rewards has {k}")
+        if vec[name] is None and name in PAPER_MU and k == 3:
+            vec[name] = PAPER_MU[name]
     try:
         problem = bandit_env.make_bandit(rewards, vec["ref"], vec["mu1"], vec["mu2"])
     except ValueError as e:
         msg = str(e)
         raise ValueError(f"--{msg.replace('ref_probs', 'ref')}") from None
+    return problem, rewards
+
+
+def build(argv=None):
+    """Flags -> (spec, problem, extra config). Raises ValueError on bad input."""
+    problem, rewards = load_problem()
+    k = len(rewards)
     batch = common.parse_positive_int("batch_size", FLAGS.batch_size)
     pairs = common.parse_positive_int("num_pairs", FLAGS.num_pairs)
     epochs = common.parse_positive_int("epochs", FLAGS.epochs)
@@ -120,7 +145,7 @@ def build(argv=None):
         worst = np.eye(k)[int(np.argmin(rewards))]
         problems = [
             bandit_env.make_bandit(
-                rewards, vec["ref"],
+                rewards, np.asarray(problem.ref_probs, np.float64),
                 (1 - lam) * np.asarray(problem.mu1, np.float64) + lam * worst,
                 (1 - lam) * np.asarray(problem.mu2, np.float64) + lam * worst)
             for lam in mixes
@@ -133,6 +158,8 @@ def build(argv=None):
         "ref_probs": np.asarray(problem.ref_probs).tolist(),
         "epochs": epochs,
     }
+    if FLAGS.bandit is not None:  # absent otherwise: the committed results keep their fingerprint
+        extra["bandit_file"] = FLAGS.bandit
     validate(spec)  # every hyperparameter check before anything is computed
     return spec, problems, extra
 
@@ -334,4 +361,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    common.run(main)
+    common.run(main, kind="bandit")

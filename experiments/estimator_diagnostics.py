@@ -34,6 +34,7 @@ from experiments import common
 BANDIT_METHODS = ("copg,pg,pg_value_baseline,is_pg,is_pg_truncated,is_pg_self_normalized,"
                   "ppo_clip,rloo,ipo,dpo,mdpo")
 common.define_common("results/estimator_diagnostics", BANDIT_METHODS, 0)
+flags.adopt_module_key_flags(common)  # the shared flags show in --help
 flags.DEFINE_string("rewards", "2.5,2,1", "Mean reward of each arm.")
 flags.DEFINE_string("beta", "0.5", "KL strength β (one value).")
 flags.DEFINE_string("mix", "0,0.5,0.9,0.99,0.999,0.9999",
@@ -132,4 +133,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    common.run(main)
+    common.run(main, kind="bandit")

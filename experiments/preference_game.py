@@ -85,6 +85,7 @@ EGPO_SETTING = {
 }
 
 common.define_common("results/preference_game", ALL_METHODS, 10)  # --exact: 1 seed
+flags.adopt_module_key_flags(common)  # the shared flags show in --help
 flags.DEFINE_string("setting", "fixed", "Step sizes: 'fixed' (one lr per method for every "
                     "τ, DEFAULT_LR) or 'egpo' (EGPO's own lr and iterations per τ, "
                     "EGPO_SETTING; one τ per run).")
@@ -433,4 +434,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    common.run(main)
+    common.run(main, kind="game")

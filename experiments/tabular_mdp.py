@@ -101,6 +101,7 @@ NEEDS_COVERAGE = ("is_pg",)  # importance weights π/μ: unbiased only where μ 
 ENVS = ("garnet", "garnet_det", "chain", "gridworld")
 
 common.define_common("results/tabular_mdp", DEFAULT_METHODS, 10)
+flags.adopt_module_key_flags(common)  # the shared flags show in --help
 flags.DEFINE_string("env", "garnet", f"Environment: one of {', '.join(ENVS)}.")
 flags.DEFINE_string("mdp", None, ".npz MDP (arrays T, r, rho0, horizon; optional "
                     "ref_policy, behaviour, discount); overrides --env.")
@@ -475,4 +476,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    common.run(main)
+    common.run(main, kind="mdp")

@@ -46,6 +46,7 @@ METHODS = "copg,dpo,ipo,rloo,is_pg"
 BETAS = "0.01,0.03,0.06,0.1,0.3,1"
 PAPER_METHODS = ("copg", "dpo", "ipo")
 common.define_common("results/toy_lm", METHODS, 100)
+flags.adopt_module_key_flags(common)  # the shared flags show in --help
 flags.DEFINE_integer("prompts", 8, "Number of prompts X.")
 flags.DEFINE_integer("vocab", 4, "Vocabulary size V.")
 flags.DEFINE_integer("length", 4, "Response length L (V^L sequences are enumerated).")
@@ -263,4 +264,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    common.run(main)
+    common.run(main, kind="contextual")

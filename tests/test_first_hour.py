@@ -1,0 +1,109 @@
+"""A new user's first hour (issue 16): ``--help`` shows the shared flags and the methods,
+the ``copg-jax`` command runs from any folder, ``copg_bandit`` takes a bandit file and
+adapts its behaviour defaults to K, and a sweep says when it resumes or discards."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from copg_jax import results as rs
+from copg_jax import sweep as sw
+from copg_jax.algos.base import StaticConfig
+from copg_jax.checkpoint import write_checkpoint
+from copg_jax.envs.bandit import paper_bandit
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = Path(sys.executable).parent / "copg-jax"
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def _run(cmd, cwd, timeout=300):
+    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("module,method", [("copg_bandit", "is_pg_truncated"),
+                                           ("preference_game", "egpo"),
+                                           ("toy_lm", "copg")])
+def test_help_lists_the_shared_flags_and_the_methods(module, method):
+    r = _run([sys.executable, "-m", f"experiments.{module}", "--help"], ROOT)
+    assert r.returncode in (0, 1), r.stderr  # absl exits 1 after --help
+    for flag in ("--seeds", "--methods", "--[no]exact", "--out", "--[no]resume"):
+        assert flag + ":" in r.stdout, flag
+    line = next(ln for ln in r.stdout.splitlines() if ln.strip().startswith(method + " "))
+    assert "(" in line and "=" in line  # the one-line doc, then the defaults
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="the copg-jax script is not installed")
+def test_the_console_script_runs_from_another_folder(tmp_path):
+    r = _run([str(SCRIPT)], tmp_path)
+    assert r.returncode == 0 and "bandit" in r.stdout and "toy-lm" in r.stdout
+    r = _run([str(SCRIPT), "bandit", "--seeds=1", "--epochs=1", "--num_pairs=64",
+              "--batch_size=32", "--methods=copg", "--out=here", "--noprogress"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "here" / "summary.json").exists()
+    r = _run([str(SCRIPT), "nonsense"], tmp_path)
+    assert r.returncode == 2 and "unknown experiment 'nonsense'" in r.stderr
+
+
+def test_a_bandit_file_and_behaviour_defaults_that_follow_k(tmp_path):
+    np.savez(tmp_path / "b.npz", rewards=np.array([1.0, 0.5, 0.0, -1.0]),
+             mu1=np.array([0.7, 0.1, 0.1, 0.1]))
+    flags = ["--seeds=1", "--epochs=1", "--num_pairs=64", "--batch_size=32",
+             "--methods=copg", "--noprogress"]
+    r = _run([sys.executable, "-m", "experiments.copg_bandit", f"--bandit={tmp_path}/b.npz",
+              f"--out={tmp_path}/file", *flags], ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = json.loads((tmp_path / "file" / "config.json").read_text())["config"]
+    assert cfg["rewards"] == [1.0, 0.5, 0.0, -1.0] and cfg["mu1"][0] == pytest.approx(0.7)
+    assert cfg["mu2"] == pytest.approx([0.25] * 4)  # absent from the file: uniform
+    r = _run([sys.executable, "-m", "experiments.copg_bandit", "--rewards=1,0,2,3,4",
+              f"--out={tmp_path}/k5", *flags], ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = json.loads((tmp_path / "k5" / "config.json").read_text())["config"]
+    assert cfg["mu1"] == pytest.approx([0.2] * 5) and cfg["mu2"] == pytest.approx([0.2] * 5)
+    r = _run([sys.executable, "-m", "experiments.copg_bandit", f"--bandit={tmp_path}/b.npz",
+              "--rewards=1,2", f"--out={tmp_path}/both", *flags], ROOT)
+    assert r.returncode == 2 and "--bandit: replaces ['--rewards']" in r.stderr
+    assert not (tmp_path / "both").exists()
+
+
+def test_a_sweep_says_when_it_resumes_and_when_it_discards(tmp_path, monkeypatch, capsys):
+    spec = sw.SweepSpec("resume_msg", methods=["copg"], grid={"beta": [0.5], "lr": [1e-2]},
+                        num_seeds=2, cfg=StaticConfig(num_steps=40, log_every=10,
+                                                      batch_size=32, dataset_size=64),
+                        logs_per_chunk=2)
+
+    def interrupted(path, ckpt):
+        write_checkpoint(path, ckpt)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sw, "write_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sw.sweep(spec, paper_bandit(), tmp_path, progress=False)
+    monkeypatch.undo()
+    capsys.readouterr()
+    sw.sweep(spec, paper_bandit(), tmp_path, resume=True, progress=False)
+    err = capsys.readouterr().err
+    assert "resuming from the checkpoint" in err and "step 20 of 40" in err
+    monkeypatch.setattr(sw, "write_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sw.sweep(spec, paper_bandit(), tmp_path, progress=False, overwrite=True)
+    monkeypatch.undo()
+    capsys.readouterr()
+    sw.sweep(spec, paper_bandit(), tmp_path, progress=False)
+    err = capsys.readouterr().err
+    assert "checkpoint of an unfinished run; it is discarded" in err
+    assert not (tmp_path / rs.CHECKPOINT / "group.npz").exists()
