@@ -115,3 +115,40 @@ def save(fig, path: Path | str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=130, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
+
+
+def plot_sweep(result, metric: str = "regret", path: Path | str | None = None, *,
+               logy: bool | None = None, pool_instances: bool = True):
+    """The curves of a :class:`copg_jax.sweep.SweepResult` in one call: a panel per grid
+    point, each method's mean and Student-t 95% band over its independent runs (seeds,
+    and instances when ``pool_instances``; :func:`copg_jax.stats.units`). ``logy``
+    defaults to True for ``regret``/``gap``-like metrics that are ≥ 0. Returns the
+    figure; saved to ``path`` when given."""
+    import matplotlib.pyplot as plt
+
+    summary, curves = result.summary, result.curves
+    grid, steps = summary["grid"], np.asarray(curves["steps"])
+    methods = list(grid[0]["methods"])
+    vals = np.concatenate([np.ravel(curves[f"{m}/{metric}"]) for m in methods])
+    if logy is None:
+        logy = metric in ("regret", "gap", "kl_to_opt") and bool(np.all(vals[np.isfinite(vals)]
+                                                                       >= 0))
+    cols = min(3, len(grid))
+    rows = -(-len(grid) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    for ax, (gi, entry) in zip(axes.flat, enumerate(grid), strict=False):
+        runs = {m: stats.units(curves[f"{m}/{metric}"][gi], pool=pool_instances)[0]
+                for m in methods}
+        plot_curves(ax, steps, runs, logy=logy)
+        ax.set_title(", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items()),
+                     fontsize=9)
+        ax.set_xlabel("update")
+        ax.set_ylabel(metric)
+    for ax in list(axes.flat)[len(grid):]:
+        ax.axis("off")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{summary.get('experiment', 'sweep')}: mean and "
+                 f"{band_caption(grid[0]['methods'])}", fontsize=9)
+    if path is not None:
+        save(fig, path)
+    return fig

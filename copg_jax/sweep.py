@@ -167,6 +167,24 @@ class SweepResult:
     curves: dict[str, np.ndarray]  # "<method>/<metric>" -> [G, I, S, L]; "steps" -> [L]
     out: Path | None
 
+    def plot(self, metric: str = "regret", path: Path | str | None = None, **kw):
+        """One figure of every grid point's curves (:func:`copg_jax.plotting.plot_sweep`)."""
+        from copg_jax.plotting import plot_sweep
+
+        return plot_sweep(self, metric, path, **kw)
+
+    def to_csv(self, path: Path | str) -> None:
+        """The curves in long format, one row per value (:mod:`copg_jax.tidy`)."""
+        from copg_jax import tidy
+
+        tidy.write_csv(path, self.summary, self.curves)
+
+    def to_dataframe(self):
+        """The long-format curves as a pandas DataFrame (pandas optional)."""
+        from copg_jax import tidy
+
+        return tidy.to_dataframe(self.summary, self.curves)
+
 
 def resolve_kind(spec: SweepSpec, problems: Sequence[Any] | None = None) -> ProblemKind | None:
     """The problem kind of a sweep. With ``problems``: theirs (:func:`kind_of`), which a

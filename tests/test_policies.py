@@ -21,6 +21,7 @@ from copg_jax.fixed_point import fixed_point
 from copg_jax.kinds import kind_of
 from copg_jax.policies import PolicySpec
 from copg_jax.train import to_hparams, train
+from tests.pullback_z import pulled_back_z
 
 BETA = 0.5
 LOG_LINEAR = PolicySpec("log_linear")
@@ -138,22 +139,8 @@ def test_sampled_pullback_matches_its_exact_twin_for_a_network():
     hp = to_hparams(method, {"beta": BETA})
     ctx = Ctx(p, hp, cfg)
     params = _random_params(MLP, p, jax.random.PRNGKey(4))
-    logits, pull = policies.logits_and_pullback(MLP, p, params)
-    n = 20_000
-    batch = kind_of(p).behaviour_sample(jax.random.PRNGKey(5), p, n, cfg)
-
-    def per_group(b):
-        one = jax.tree_util.tree_map(lambda a: a[b][None], batch)
-        d = method.estimate(ctx, logits, None, one)
-        return jax.flatten_util.ravel_pytree(pull(d))[0]
-
-    samples = jax.lax.map(per_group, jnp.arange(n), batch_size=2000)
-    exact = jax.flatten_util.ravel_pytree(pull(method.expected(ctx, logits, None)))[0]
-    sd = jnp.std(samples, axis=0)
-    moving = sd > 1e-12
-    z = (jnp.mean(samples, axis=0) - exact) / (sd / np.sqrt(n))
-    assert int(jnp.sum(moving)) > 40
-    assert float(jnp.max(jnp.abs(jnp.where(moving, z, 0.0)))) < 4.5
+    moving, zmax = pulled_back_z(method, ctx, MLP, params, 20_000, jax.random.PRNGKey(5))
+    assert moving > 40 and zmax < 4.5
 
 
 @pytest.mark.parametrize("name", ["copg", "ipo", "pg"])

@@ -21,6 +21,7 @@ from copg_jax.exact import mdp as exact_mdp
 from copg_jax.kinds import kind_of
 from copg_jax.policies import PolicySpec
 from copg_jax.train import to_hparams, train
+from tests.pullback_z import pulled_back_z
 
 BETA = 0.3
 
@@ -137,22 +138,9 @@ def test_gru_sampled_direction_matches_its_exact_twin():
     cfg = StaticConfig(policy=spec)
     m = get_method("copg", "contextual")
     hp = to_hparams(m, {"beta": BETA})
-    ctx = Ctx(p, hp, cfg)
-    logits, pull = policies.logits_and_pullback(spec, p, p.sft_params)
-    n = 20_000
-    batch = kind_of(p).behaviour_sample(jax.random.PRNGKey(1), p, n, cfg)
-
-    def per_group(b):
-        one = jax.tree_util.tree_map(lambda a: a[b][None], batch)
-        return jax.flatten_util.ravel_pytree(pull(m.estimate(ctx, logits, None, one)))[0]
-
-    samples = jax.lax.map(per_group, jnp.arange(n), batch_size=2000)
-    exact = jax.flatten_util.ravel_pytree(pull(m.expected(ctx, logits, None)))[0]
-    sd = jnp.std(samples, axis=0)
-    moving = sd > 1e-12
-    z = (jnp.mean(samples, axis=0) - exact) / (sd / np.sqrt(n))
-    assert int(jnp.sum(moving)) > 50
-    assert float(jnp.max(jnp.abs(jnp.where(moving, z, 0.0)))) < 4.5
+    moving, zmax = pulled_back_z(m, Ctx(p, hp, cfg), spec, p.sft_params, 20_000,
+                                 jax.random.PRNGKey(1))
+    assert moving > 50 and zmax < 4.5
 
 
 def test_token_tabular_copg_fixed_point_is_pi_star(tiny):
