@@ -170,7 +170,8 @@ def make_figures(out, summary: dict, curves: dict, best: dict[str, int]) -> None
 
     cols = min(3, len(grid))
     rows = -(-len(grid) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.9 * rows), squeeze=False)
+    fig.subplots_adjust(hspace=0.45, wspace=0.3)
     for ax, (gi, entry) in zip(axes.flat, enumerate(grid), strict=False):
         plotting.plot_curves(ax, steps, {m: runs(gi, m) for m in methods},
                              dict.fromkeys(methods), logy=False)
