@@ -157,6 +157,18 @@ def _solve(logit_direction, problem, hp, cfg: StaticConfig, params0, opts: Solve
                            jnp.asarray(start, jnp.int32))
 
 
+def _evaluated(params, problem, hp, cfg: StaticConfig, opts: SolverOptions, value_of,
+               start: int) -> ClassFixedPoint:
+    """``params`` as a candidate without solving: J there, ``‖∇_w J‖`` as its residual."""
+    logits = policies.logits(cfg.policy, problem, params)
+    value = objective(problem, hp, logits)
+    r = _norm(ravel_pytree(jax.grad(value_of)(params))[0])
+    target = kind_of(problem).target(problem, hp)
+    return ClassFixedPoint(params, logits, kind_of(problem).probs(logits), value,
+                           target["value"] - value, r, r <= opts.tol,
+                           jnp.zeros((), jnp.int32), jnp.asarray(start, jnp.int32))
+
+
 def _prepare(problem, hp, options, fields):
     dtype = float_dtype()
     problem = _cast_problem(problem, dtype)
@@ -206,6 +218,9 @@ def best_in_class(problem, hp, cfg: StaticConfig, key: Array | None = None,
     inits = [policies.init_params(spec, problem, key), *starts]
     found = [_solve(None, problem, hp, cfg, w, opts, grad_of=value_of, start=i - 1)
              for i, w in enumerate(inits)]
+    # The starts themselves are candidates too: an ascent's endpoint is not guaranteed to
+    # have a higher J than where it started (Adam's first steps are lr-sized).
+    found += [_evaluated(w, problem, hp, cfg, opts, value_of, i) for i, w in enumerate(starts)]
     best = found[0]
     for fp in found[1:]:
         better = fp.value > best.value

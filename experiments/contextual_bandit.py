@@ -47,7 +47,7 @@ from copg_jax.algos.registry import get_method
 from copg_jax.class_fixed_point import best_in_class, class_fixed_point
 from copg_jax.envs import contextual as env
 from copg_jax.kinds import kind_of
-from copg_jax.policies import POLICY_CLASSES, PolicySpec
+from copg_jax.policies import POLICY_CLASSES, SEQUENCE_CLASSES, PolicySpec
 from copg_jax.sweep import SweepSpec, sweep, validate
 from copg_jax.train import to_hparams
 from experiments import common
@@ -88,10 +88,11 @@ def load_problem() -> env.ContextualBandit:
 
 def parse_policies(text: str) -> list[PolicySpec]:
     names = [n.strip() for n in str(text).split(",") if n.strip()]
-    bad = [n for n in names if n not in POLICY_CLASSES]
+    bad = [n for n in names if n not in POLICY_CLASSES or n in SEQUENCE_CLASSES]
     if not names or bad or len(set(names)) != len(names):
-        raise ValueError(f"--policies: expected distinct names from {list(POLICY_CLASSES)}, "
-                         f"got {text!r}")
+        choices = [n for n in POLICY_CLASSES if n not in SEQUENCE_CLASSES]
+        raise ValueError(f"--policies: expected distinct names from {choices} (the sequence "
+                         f"classes are for experiments.toy_lm), got {text!r}")
     width = common.parse_positive_int("width", FLAGS.width)
     if FLAGS.depth is None or FLAGS.depth < 0:
         raise ValueError(f"--depth: must be an integer >= 0, got {FLAGS.depth!r}")
@@ -214,7 +215,9 @@ def main(argv) -> None:
                "beta": beta0, "classes": {}}
     curves = {}
     for name, spec in specs.items():
-        result = sweep(spec, [problem], out / name, resume=FLAGS.resume,
+        # A class whose sweep had not started when the run was stopped starts now.
+        resume = FLAGS.resume and (out / name / rs.CONFIG).exists()
+        result = sweep(spec, [problem], out / name, resume=resume,
                        overwrite=FLAGS.overwrite, progress=FLAGS.progress, extra_config=extra,
                        check_nans=FLAGS.check_nans)
         curves[name] = result.curves

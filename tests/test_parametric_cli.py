@@ -37,6 +37,7 @@ BAD = {
         "nan": (["--problem", "{d}/nan.npz"], "rewards"),
         "shape": (["--problem", "{d}/shape.npz"], "mu1"),
         "policy": (["--policies", "tabular,transformer"], "--policies"),
+        "sequence_class": (["--policies", "gru"], "--policies"),
         "md": (["--methods", "md", "--policies", "mlp", "--exact"], "policy: 'md'"),
     },
     LM: {
