@@ -28,6 +28,8 @@ its β, and the top level repeats them for the first β value.
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 from absl import flags
 
@@ -290,27 +292,39 @@ def make_figures(result, problems) -> None:
             plotting.save(fig, out / f"final_regret_vs_mu_mix_{gi}.png")
     betas = summary["config"]["grid"]["beta"]
     if len(betas) > 1:
-        import matplotlib.pyplot as plt
+        _final_vs_beta(out / "final_regret_vs_beta.png", grid, mixes)
 
-        fig, ax = plt.subplots(figsize=(6, 4.2))
-        lr0 = summary["config"]["grid"].get("lr", [None])[0]
+
+def _final_vs_beta(path, grid: list[dict], mixes) -> None:
+    """Final regret vs β, one panel per setting of the other hyperparameters (lr, η, …;
+    the panel title says which): no grid point is dropped."""
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple, list[dict]] = {}
+    for entry in grid:
+        rest = tuple(sorted((k, v) for k, v in entry["hparams"].items() if k != "beta"))
+        groups.setdefault(rest, []).append(entry)
+    n = len(groups)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
+    for ax, (rest, entries) in zip(axes.flat, groups.items(), strict=False):
         finals: dict = {}
-        xs = []
-        for entry in grid:
-            if entry["hparams"].get("lr") != lr0 or entry["hparams"].get("eta", None) not in (
-                None, summary["config"]["grid"].get("eta", [None])[0]):
-                continue
-            xs.append(entry["hparams"]["beta"])
+        for entry in entries:
             for m, s in entry["methods"].items():
                 mean, (lo, hi) = _first_instance(s, "regret")
                 finals.setdefault(m, []).append((mean, lo, hi))
-        plotting.plot_grid(ax, xs, finals)
-        ax.set_title(("first μ mix instance; " if mixes else "")
-                     + plotting.band_caption(grid[0]["methods"]), fontsize=7)
+        plotting.plot_grid(ax, [e["hparams"]["beta"] for e in entries], finals)
+        fixed = ", ".join(f"{k}={v:g}" for k, v in rest) or "no other hyperparameter"
+        caption = " ".join(plotting.band_caption(entries[0]["methods"]).split())
+        ax.set_title(("first μ mix instance; " if mixes else "") + fixed + "\n"
+                     + textwrap.fill(caption, 90), fontsize=7)
         ax.set_xlabel("β")
         ax.set_ylabel("final regret")
         ax.legend(fontsize=8, ncol=2)
-        plotting.save(fig, out / "final_regret_vs_beta.png")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    plotting.save(fig, path)
 
 
 def main(argv) -> None:
