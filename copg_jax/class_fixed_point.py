@@ -147,26 +147,26 @@ def _solve(logit_direction, problem, hp, cfg: StaticConfig, params0, opts: Solve
 
     x = _warm_start(g_flat, x0, opts)
     x, r, it, dist = _newton(g_flat, x, opts.newton_iters)
-    params = unravel(x)
-    logits = policies.logits(spec, problem, params)
-    value = objective(problem, hp, logits)
-    target = kind_of(problem).target(problem, hp)
     ok = (r <= opts.tol) & (dist <= opts.xtol) & jnp.all(jnp.isfinite(x))
+    return _point(unravel(x), problem, hp, cfg, r, ok, it + opts.warm_steps, start)
+
+
+def _point(params, problem, hp, cfg: StaticConfig, residual, converged, iterations,
+           start: int) -> ClassFixedPoint:
+    """The record of ``params``: logits, policy, J and regret there."""
+    logits = policies.logits(cfg.policy, problem, params)
+    value = objective(problem, hp, logits)
+    j_star = kind_of(problem).target(problem, hp)["value"]
     return ClassFixedPoint(params, logits, kind_of(problem).probs(logits), value,
-                           target["value"] - value, r, ok, it + opts.warm_steps,
-                           jnp.asarray(start, jnp.int32))
+                           j_star - value, residual, converged,
+                           jnp.asarray(iterations, jnp.int32), jnp.asarray(start, jnp.int32))
 
 
 def _evaluated(params, problem, hp, cfg: StaticConfig, opts: SolverOptions, value_of,
                start: int) -> ClassFixedPoint:
     """``params`` as a candidate without solving: J there, ``‖∇_w J‖`` as its residual."""
-    logits = policies.logits(cfg.policy, problem, params)
-    value = objective(problem, hp, logits)
     r = _norm(ravel_pytree(jax.grad(value_of)(params))[0])
-    target = kind_of(problem).target(problem, hp)
-    return ClassFixedPoint(params, logits, kind_of(problem).probs(logits), value,
-                           target["value"] - value, r, r <= opts.tol,
-                           jnp.zeros((), jnp.int32), jnp.asarray(start, jnp.int32))
+    return _point(params, problem, hp, cfg, r, r <= opts.tol, 0, start)
 
 
 def _prepare(problem, hp, options, fields):

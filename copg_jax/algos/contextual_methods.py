@@ -89,16 +89,10 @@ def lift_sample(sample):
     return lifted
 
 
-def lift_exact_step(step):
+def lift_per_context(fn):
+    """``fn(ctx, logits, aux)`` (a closed-form step or a pre-step) in every context."""
     def lifted(ctx: Ctx, logits, aux):
-        return _per_context(step, ctx, logits, aux)
-
-    return lifted
-
-
-def lift_pre_step(pre_step):
-    def lifted(ctx: Ctx, logits, aux):
-        return _per_context(pre_step, ctx, logits, aux)
+        return _per_context(fn, ctx, logits, aux)
 
     return lifted
 
@@ -127,10 +121,10 @@ def lift(method: Method) -> Method:
         method, kind="contextual",
         estimate=_maybe(lift_estimate, method.estimate),
         expected=_maybe(lift_expected, method.expected),
-        exact_step=_maybe(lift_exact_step, method.exact_step),
+        exact_step=_maybe(lift_per_context, method.exact_step),
         sample=_maybe(lift_sample, method.sample),
         init_aux=_maybe(lift_init_aux, method.init_aux),
-        pre_step=_maybe(lift_pre_step, method.pre_step),
+        pre_step=_maybe(lift_per_context, method.pre_step),
     )
 
 

@@ -11,17 +11,12 @@ y' ~ μ2(·|x)``, observed rewards, a Bradley–Terry label).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from copg_jax.batches import ContextGroups
 from copg_jax.envs.contextual import ContextualBandit, context_bandit, per_context
 from copg_jax.kinds.bandit import BANDIT
 from copg_jax.kinds.base import ProblemKind, register_kind
 from copg_jax.sampling import sample_categorical
-
-
-def _init_logits(problem: ContextualBandit) -> jax.Array:
-    return jnp.log(problem.ref_probs)
 
 
 def _target(problem: ContextualBandit, hp) -> dict:
@@ -61,7 +56,7 @@ CONTEXTUAL = register_kind(ProblemKind(
     name="contextual",
     problem_type=ContextualBandit,
     reg_name="beta",
-    init_logits=_init_logits,
+    init_logits=BANDIT.init_logits,  # ln π_ref, here per context
     target=_target,
     metrics=_metrics,
     behaviour_sample=_behaviour_sample,
