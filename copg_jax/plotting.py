@@ -1,7 +1,13 @@
 """Figures: curves with Student-t 95% bands over independent units, fixed points as
-dashed lines, grid views.
+thin dashed lines, grid views.
 
-Colours are fixed per method name, so a method looks the same in every figure.
+Each method has one colour and each method family one line style (:func:`method_style`),
+so a method looks the same in every figure. On a linear axis a band is the mean and its
+Student-t 95% interval; on a log axis it is the geometric mean ``exp(mean ln y)`` and the
+interval of ``mean ln y`` mapped back by ``exp`` (a band of ``mean ± t s/√n`` clipped at
+an axis floor would be meaningless there). Nothing is clamped: on a log axis a step where
+some run is at 0 or within float resolution of it (:func:`resolution`) is not drawn but
+marked ▼ at the bottom of the axis, and a fixed point at 0 is named in the legend.
 """
 
 from __future__ import annotations
@@ -18,28 +24,47 @@ import numpy as np  # noqa: E402
 
 from copg_jax import stats  # noqa: E402
 
-# Methods that appear together get distinct, saturated colours; a name keeps its colour
-# in every figure (copg is always blue, whichever problem kind).
+# Colours: distinct among the methods that appear together (the 11 of the bandit figure;
+# the game methods only with each other), and a name keeps its colour in every figure.
 _TAB10 = plt.get_cmap("tab10").colors
-_DARK = plt.get_cmap("Dark2").colors
 _COLORS = {
-    "copg": _TAB10[0], "ipo": _TAB10[1], "pg": _TAB10[2], "pg_value_baseline": _TAB10[3],
-    "is_pg": _TAB10[4], "is_pg_truncated": _TAB10[5], "rloo": _TAB10[6], "md": _TAB10[7],
-    "is_pg_self_normalized": _TAB10[8], "ppo_clip": _TAB10[9], "dpo": _DARK[0],
-    "md_proximal": _DARK[1], "mmd": _DARK[2], "mdpo": _DARK[3], "pmd": _TAB10[7],
-    "nash_md": _TAB10[0], "omd": _TAB10[1], "online_ipo2": _TAB10[2], "nash_md_pg": _TAB10[3],
-    "egpo": _TAB10[4],
-    # the baseline variants of the bandit figure (colours not used by its other methods)
-    "pg_regularized_baseline": _TAB10[9], "is_pg_truncated_value_baseline": _TAB10[8],
-    "is_pg_truncated_no_baseline": (0.0, 0.0, 0.0),
+    "copg": _TAB10[0], "ipo": _TAB10[1], "dpo": _TAB10[5],
+    "pg": _TAB10[2], "pg_value_baseline": _TAB10[3], "pg_regularized_baseline": _TAB10[8],
+    "rloo": _TAB10[6],
+    "is_pg": _TAB10[4], "is_pg_truncated": _TAB10[9], "is_pg_self_normalized": "#a6761d",
+    "is_pg_truncated_value_baseline": "#e6ab02", "is_pg_truncated_no_baseline": "black",
+    "ppo_clip": "#e7298a",
+    "md": _TAB10[7], "md_proximal": "#1b9e77", "mmd": "#d95f02", "mdpo": "#7570b3",
+    "pmd": "#66a61e",
+    "nash_md": _TAB10[0], "omd": _TAB10[1], "online_ipo2": _TAB10[2],
+    "nash_md_pg": _TAB10[3], "egpo": _TAB10[4],
 }
+# Line style per family: contrastive solid, policy gradients dash-dot, importance
+# sampled dotted, mirror descent dash-dot-dot, game methods solid (they are never drawn
+# with the others).
+_FAMILIES = {
+    "-": ("copg", "ipo", "dpo", "nash_md", "omd", "online_ipo2", "nash_md_pg", "egpo"),
+    "-.": ("pg", "pg_value_baseline", "pg_regularized_baseline", "rloo"),
+    (0, (1, 1)): ("is_pg", "is_pg_truncated", "is_pg_self_normalized",
+                  "is_pg_truncated_value_baseline", "is_pg_truncated_no_baseline",
+                  "ppo_clip"),
+    (0, (5, 1, 1, 1, 1, 1)): ("md", "md_proximal", "mmd", "mdpo", "pmd"),
+}
+_LINESTYLE = {name: ls for ls, names in _FAMILIES.items() for name in names}
+HIDDEN_NOTE = "▼ not drawn: a run at 0 or below float resolution"
 
 
 def method_color(name: str):
     """A fixed colour per method name (consistent across figures)."""
     if name in _COLORS:
         return _COLORS[name]
-    return _DARK[sum(map(ord, name)) % len(_DARK)]
+    dark = plt.get_cmap("Dark2").colors
+    return dark[sum(map(ord, name)) % len(dark)]
+
+
+def method_style(name: str) -> dict:
+    """``{"color", "ls"}`` of a method: its colour and its family's line style."""
+    return {"color": method_color(name), "ls": _LINESTYLE.get(name, "-")}
 
 
 def mean_ci(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -48,63 +73,134 @@ def mean_ci(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.nd
     return stats.mean_ci(x, axis=axis)
 
 
-def band_caption(methods: Mapping[str, Mapping]) -> str:
-    """``"band over <what> (<methods>); ..."`` from each method's summary ``ci_over``."""
+def resolution(y: np.ndarray) -> float:
+    """The smallest value a log axis shows as data: ``4 ε(dtype) max(1, max|y|)``, ε the
+    machine epsilon of the stored dtype (float32 curves: ≈ 4.8e-7 for O(1) metrics). A
+    difference like ``J(π*) − J(π)`` computed in that precision is rounding noise below."""
+    y = np.asarray(y)
+    eps = np.finfo(y.dtype if np.issubdtype(y.dtype, np.floating) else np.float64).eps
+    finite = np.abs(y[np.isfinite(y)])
+    return float(4 * eps * max(1.0, float(finite.max()) if finite.size else 1.0))
+
+
+def band(y: np.ndarray, log: bool, res: float = 0.0):
+    """``(centre, lo, hi, hidden)`` along axis 0 of ``y [units, ...]``: the mean and its
+    Student-t 95% interval, or on a log axis ``exp`` of the mean of ``ln y`` and of its
+    interval (the geometric mean). ``hidden`` marks where a log band cannot be drawn (a
+    unit ≤ ``res``); centre and band are NaN there."""
+    y = np.asarray(y, np.float64)
+    if not log:
+        m, lo, hi = mean_ci(y)
+        return m, lo, hi, np.zeros(np.shape(m), bool)
+    hidden = np.any(y <= res, axis=0)
+    m, lo, hi = (np.where(hidden, np.nan, np.exp(v))
+                 for v in mean_ci(np.log(np.where(y > res, y, 1.0))))
+    return m, lo, hi, hidden
+
+
+def band_caption(methods: Mapping[str, Mapping], log: bool = False) -> str:
+    """``"mean and band over <what> (<methods>); ..."`` from each method's summary
+    ``ci_over``; ``log``: ``"geometric mean and band of mean ln over ..."``."""
     groups: dict[str, list[str]] = {}
     for name, s in methods.items():
         groups.setdefault(str(s.get("ci_over", "?")), []).append(name)
     # The most common band needs no method list; the exceptions name their methods.
     (common, _), *others = sorted(groups.items(), key=lambda kv: -len(kv[1]))
-    text = "; ".join([f"band over {common}", *(f"{', '.join(v)}: {k}" for k, v in others)])
+    what = "geometric mean and band of mean ln" if log else "mean and band"
+    text = "; ".join([f"{what} over {common}", *(f"{', '.join(v)}: {k}" for k, v in others)])
     return textwrap.fill(text, width=120)
+
+
+def _mark_hidden(ax, xs: np.ndarray, hidden: np.ndarray, row: int, color) -> None:
+    """▼ at the bottom of ``ax`` (row ``row`` of the markers) where ``hidden``."""
+    idx = np.flatnonzero(hidden)
+    if not idx.size:
+        return
+    idx = idx[:: max(1, idx.size // 40)]
+    ax.plot(np.asarray(xs)[idx], np.full(idx.size, 0.015 + 0.03 * row), ls="none",
+            marker="v", ms=3.5, color=color, transform=ax.get_xaxis_transform(),
+            clip_on=False)
+
+
+def _note_hidden(ax) -> None:
+    """The ▼ legend, under the right end of the x axis (clear of the data)."""
+    ax.annotate(HIDDEN_NOTE, xy=(1, 0), xycoords="axes fraction", xytext=(0, -36),
+                textcoords="offset points", ha="right", va="top", fontsize=6)
 
 
 def plot_curves(
     ax,
     steps: np.ndarray,
     runs: Mapping[str, np.ndarray],
-    fixed_points: Mapping[str, float] | None = None,
+    fixed_points: Mapping[str, float | None] | None = None,
     *,
     logy: bool = False,
-    floor: float = 1e-8,
     labels: Mapping[str, str] | None = None,
-) -> None:
-    """``runs[method]`` is ``[num_runs, num_logged]``; draws mean and 95% band, and the
-    method's population fixed point (if given) as a dashed line of the same colour."""
+    res: float | None = None,
+) -> int:
+    """``runs[method]`` is ``[num_runs, num_logged]`` (independent units); draws each
+    method's :func:`band` in its :func:`method_style`, and its population fixed point (if
+    given) as a thin dashed line of its colour. On a log axis, steps below
+    :func:`resolution` are marked ▼ and a fixed point there is not drawn but its legend
+    entry says ``fixed point 0``. ``res`` overrides :func:`resolution` (0: only values
+    ≤ 0 are marked, for a quantity that is not a difference of O(1) numbers). Returns
+    the number of methods with marked steps."""
+    marked = 0
     for name, y in runs.items():
-        c = method_color(name)
-        m, lo, hi = mean_ci(y, axis=0)
-        if logy:
-            m, lo, hi = (np.maximum(v, floor) for v in (m, lo, hi))
-        ax.plot(steps, m, color=c, lw=1.8, label=(labels or {}).get(name, name))
-        ax.fill_between(steps, lo, hi, color=c, alpha=0.25, lw=0)
-        if fixed_points and name in fixed_points and fixed_points[name] is not None:
-            fp = fixed_points[name]
-            ax.axhline(max(fp, floor) if logy else fp, color=c, ls="--", lw=1.0, alpha=0.9)
+        st = method_style(name)
+        y_res = (resolution(y) if res is None else res) if logy else 0.0
+        m, lo, hi, hidden = band(y, logy, y_res)
+        label = (labels or {}).get(name, name)
+        fp = (fixed_points or {}).get(name)
+        if fp is not None and logy and fp <= y_res:
+            label, fp = f"{label} (fixed point 0)", None
+        ax.plot(steps, m, lw=1.8, label=label, **st)
+        ax.fill_between(steps, lo, hi, color=st["color"], alpha=0.25, lw=0)
+        if fp is not None:
+            ax.axhline(fp, color=st["color"], ls="--", lw=0.9, alpha=0.9)
+        if hidden.any():
+            _mark_hidden(ax, steps, hidden, marked, st["color"])
+            marked += 1
     if logy:
         ax.set_yscale("log")
+    if marked:
+        _note_hidden(ax)
     ax.grid(alpha=0.3)
+    return marked
 
 
 def plot_grid(
     ax,
     xs: Sequence[float],
-    finals: Mapping[str, Sequence[tuple[float, float, float]]],
+    finals: Mapping[str, Sequence[np.ndarray]],
     *,
     logx: bool = True,
     logy: bool = True,
-    floor: float = 1e-8,
-) -> None:
-    """Final metric vs a swept hyperparameter; ``finals[method] = [(mean, lo, hi), ...]``."""
+    res: float | None = None,
+) -> int:
+    """Final metric vs a swept hyperparameter: ``finals[method][i]`` holds the final values
+    of the independent units at ``xs[i]``; draws the :func:`band` at each point as an
+    error bar (log axis: geometric mean; ▼ where a unit is below :func:`resolution`, or
+    ``res`` when given). Returns the number of methods with marked points."""
+    marked = 0
     for name, vals in finals.items():
-        v = np.maximum(np.asarray(vals, np.float64), floor if logy else -np.inf)
-        ax.errorbar(xs, v[:, 0], yerr=[v[:, 0] - v[:, 1], v[:, 2] - v[:, 0]], marker="o",
-                    ms=4, capsize=3, color=method_color(name), label=name)
+        st = method_style(name)
+        v_res = max(resolution(v) for v in vals) if res is None else res
+        bands = [band(np.asarray(v)[:, None], logy, v_res if logy else 0.0) for v in vals]
+        m, lo, hi, hidden = (np.concatenate(c) for c in zip(*bands, strict=True))
+        ax.errorbar(xs, m, yerr=[m - lo, hi - m], marker="o", ms=4, capsize=3, label=name,
+                    **st)
+        if hidden.any():
+            _mark_hidden(ax, xs, hidden, marked, st["color"])
+            marked += 1
     if logx:
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
+    if marked:
+        _note_hidden(ax)
     ax.grid(alpha=0.3)
+    return marked
 
 
 def save(fig, path: Path | str) -> None:
@@ -131,8 +227,9 @@ def plot_sweep(result, metric: str = "regret", path: Path | str | None = None, *
     methods = list(grid[0]["methods"])
     vals = np.concatenate([np.ravel(curves[f"{m}/{metric}"]) for m in methods])
     if logy is None:
-        logy = metric in ("regret", "gap", "kl_to_opt") and bool(np.all(vals[np.isfinite(vals)]
-                                                                       >= 0))
+        finite = vals[np.isfinite(vals)]  # ≥ 0 up to rounding: regret-like
+        logy = metric in ("regret", "gap", "kl_to_opt") and bool(
+            np.all(finite >= -resolution(finite)))
     cols = min(3, len(grid))
     rows = -(-len(grid) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
@@ -147,8 +244,8 @@ def plot_sweep(result, metric: str = "regret", path: Path | str | None = None, *
     for ax in list(axes.flat)[len(grid):]:
         ax.axis("off")
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{summary.get('experiment', 'sweep')}: mean and "
-                 f"{band_caption(grid[0]['methods'])}", fontsize=9)
+    fig.suptitle(f"{summary.get('experiment', 'sweep')}: "
+                 f"{band_caption(grid[0]['methods'], log=logy)}", fontsize=9)
     if path is not None:
         save(fig, path)
     return fig

@@ -5,8 +5,11 @@ Layout of one run folder::
     .copg_jax.json  the marker: this folder is a copg_jax results folder, and the list of
                     every file copg_jax wrote into it (the only files it ever removes)
     .copg_jax.lock  while a run holds the folder: who holds it (pid, host, command)
-    config.json     the exact configuration, package version, git commit
-    summary.json    {"experiment", "version", "config", "grid": [...], "timing": {...}}
+    config.json     the exact configuration and package version
+    summary.json    {"experiment", "version", "config", "grid": [...], ...}: the numbers,
+                    the same on every machine for the same configuration
+    run_info.json   what depends on the machine and the moment: "timing", "devices",
+                    "git_commit" (not committed: .gitignore)
     curves.npz      "<method>/<metric>" -> [grid, instance, seed, logged step]; "steps"
     checkpoint/     progress while a sweep is unfinished (removed when it finishes)
     *.png           figures
@@ -52,6 +55,9 @@ import copg_jax
 
 CONFIG = "config.json"
 SUMMARY = "summary.json"
+RUN_INFO = "run_info.json"
+# Summary fields that differ between two runs of one configuration (run_info.json).
+_RUN_FIELDS = ("timing", "devices")
 CURVES = "curves.npz"
 CHECKPOINT = "checkpoint"
 MARKER = ".copg_jax.json"
@@ -134,6 +140,27 @@ def write_json(path: Path | str, obj: Any) -> None:
     with atomic_path(path) as tmp:
         text = json.dumps(_strict(obj), indent=1, default=_json_default, allow_nan=False)
         tmp.write_text(text + "\n")
+
+
+def write_summary(out: Path | str, summary: dict) -> None:
+    """``summary.json`` without the fields that change from run to run (timing, devices),
+    which go with the git commit to ``run_info.json``: a rerun of a committed
+    configuration leaves ``summary.json`` unchanged unless a number changed."""
+    out = Path(out)
+    numbers = {k: v for k, v in summary.items() if k not in _RUN_FIELDS}
+    info = {k: summary[k] for k in _RUN_FIELDS if k in summary}
+    write_json(out / RUN_INFO, {**info, "git_commit": git_commit()})
+    write_json(out / SUMMARY, numbers)
+
+
+def read_summary(out: Path | str) -> dict:
+    """``summary.json`` with the ``run_info.json`` fields (when present) put back."""
+    out = Path(out)
+    summary = read_json(out / SUMMARY)
+    if (out / RUN_INFO).exists():
+        info = read_json(out / RUN_INFO)
+        summary.update({k: info[k] for k in _RUN_FIELDS if k in info})
+    return summary
 
 
 def read_json(path: Path | str) -> Any:
@@ -433,7 +460,7 @@ def _adopt(out: Path, config: dict, *, resume: bool, overwrite: bool) -> str:
     else:
         shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     write_json(out / CONFIG, {"fingerprint": fp, "config": config,
-                              "version": copg_jax.__version__, "git_commit": git_commit()})
+                              "version": copg_jax.__version__})
     return "new"
 
 
@@ -453,4 +480,4 @@ def load_results(out: Path | str) -> tuple[dict, dict[str, np.ndarray]]:
     if not (out / SUMMARY).exists():
         raise ValueError(f"out: {str(out)!r} has no {SUMMARY} (unfinished or not a results folder)")
     curves = read_npz(out / CURVES) if (out / CURVES).exists() else {}
-    return read_json(out / SUMMARY), curves
+    return read_summary(out), curves

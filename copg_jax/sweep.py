@@ -450,12 +450,12 @@ def _run(spec: SweepSpec, methods: list[Method], num_instances: int, problem_bat
     }
     if out_path is not None:  # the curves first: nothing after the sweep can lose them
         rs.write_npz(out_path / rs.CURVES, curves)
-        rs.write_json(out_path / rs.SUMMARY, summary)
+        rs.write_summary(out_path, summary)
         shutil.rmtree(out_path / rs.CHECKPOINT, ignore_errors=True)
     if method_summary is not None:
         _add_method_summaries(summary, spec, methods, method_summary)
         if out_path is not None:
-            rs.write_json(out_path / rs.SUMMARY, summary)
+            rs.write_summary(out_path, summary)
     return SweepResult(summary, curves, out_path)
 
 
@@ -734,7 +734,7 @@ def _read_finished(out: Path, spec: SweepSpec, methods: Sequence[Method]):
         raise ValueError(f"resume: {str(out / rs.CURVES)!r} has no curves of {missing}; "
                          "rerun with --overwrite")
     try:
-        timing = dict(rs.read_json(out / rs.SUMMARY).get("timing", {}))
+        timing = dict(rs.read_summary(out).get("timing", {}))
     except (OSError, ValueError):
         timing = {}
     timing["modes"] = {m.name: method_config(spec, m).mode for m in methods}

@@ -10,6 +10,7 @@ import logging
 import os
 import shlex
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -113,6 +114,32 @@ def set_cpu_devices(n: int) -> None:
     jax.config.update("jax_num_cpu_devices", int(n))
 
 
+def timed(label: str, fn: Callable, *args, **kwargs):
+    """``(fn(*args, **kwargs), seconds)``; with ``--progress`` prints ``label …`` before
+    and the seconds after (a fixed-point solve can take longer than the sweep)."""
+    show = "progress" in FLAGS and FLAGS.is_parsed() and FLAGS.progress
+    if show:
+        print(f"{label} …", end="", flush=True)
+    t0 = time.perf_counter()
+    value = fn(*args, **kwargs)
+    dt = time.perf_counter() - t0
+    if show:
+        print(f" {dt:.1f}s", flush=True)
+    return value, dt
+
+
+def timing_line(timing: dict, out) -> str:
+    """``compile 1.4s  run 5.1s  fixed points 3.0s  total 9.9s  -> out`` from the
+    ``*_s`` entries of a summary's ``timing`` (what a run spent, fixed points included)."""
+    names = {"compile_s": "compile", "run_s": "run", "fixed_point_s": "fixed points",
+             "total_s": "total"}
+    note = {"fixed_point_s": f" ({timing['fixed_point_note']})"
+            if timing.get("fixed_point_note") else ""}
+    parts = [f"{w} {float(timing[k]):.1f}s{note.get(k, '')}" for k, w in names.items()
+             if isinstance(timing.get(k), int | float)]
+    return "  ".join(parts) + f"  -> {out}"
+
+
 def run_after_sweep(summary: dict, out: Path | None,
                     *steps: tuple[str, Callable[[], None]]) -> None:
     """Runs the steps that follow a finished sweep (figures, tables), each even if an
@@ -130,7 +157,7 @@ def run_after_sweep(summary: dict, out: Path | None,
                 {"stage": stage, "error": f"{type(e).__name__}: {e}"})
             print(f"warning: {stage} failed: {type(e).__name__}: {e}", file=sys.stderr)
     if out is not None and summary.get("errors"):
-        rs.write_json(Path(out) / rs.SUMMARY, summary)
+        rs.write_summary(out, summary)
 
 
 def exit_if_errors(summary: dict, out: Path | None) -> None:

@@ -177,7 +177,8 @@ def _targets(problem, beta: float) -> dict:
 
 
 def comparison_figure(path: Path, per_class: dict, curves: dict, steps) -> None:
-    """One panel per class: regret per method (mean and 95% band over seeds), dashed =
+    """One panel per class: regret per method (geometric mean and 95% band over seeds,
+    :func:`copg_jax.plotting.band`), dashed =
     its class fixed point, black dotted = the best in class."""
     import matplotlib.pyplot as plt
 
@@ -196,8 +197,9 @@ def comparison_figure(path: Path, per_class: dict, curves: dict, steps) -> None:
         ax.set_xlabel("update")
         ax.set_ylabel("regret  J* − J(π)")
     axes[0][0].legend(fontsize=7, ncol=2, loc="lower left")
-    fig.suptitle("Contextual bandit, first grid point: mean and 95% band over seeds; dashed "
-                 "= each method's fixed point in the class", fontsize=9)
+    fig.suptitle("Contextual bandit, first grid point: geometric mean and Student-t 95% "
+                 "band of mean ln over seeds; dashed = each method's fixed point in the "
+                 "class", fontsize=9)
     plotting.save(fig, path)
 
 
@@ -222,21 +224,21 @@ def main(argv) -> None:
                        check_nans=FLAGS.check_nans)
         curves[name] = result.curves
         entry = result.summary["grid"][0]
-        summary["classes"][name] = {
-            "policy": dict(vars(spec.cfg.policy)),
-            "methods": entry["methods"],
-            **class_targets(problem, spec, beta0),
-            "timing": result.summary["timing"],
-        }
-    rs.write_json(out / rs.SUMMARY, summary)
+        targets, fp_s = common.timed(f"{name}: class fixed points and best in class",
+                                     class_targets, problem, spec, beta0)
+        summary["classes"][name] = {"policy": dict(vars(spec.cfg.policy)),
+                                    "methods": entry["methods"], **targets}
+        summary.setdefault("timing", {})[name] = {**result.summary["timing"],
+                                                  "fixed_point_s": fp_s}
+    rs.write_summary(out, summary)
     common.run_after_sweep(summary, out, ("figures", lambda: comparison_figure(
         out / "regret_by_class.png", summary["classes"], curves, curves[name]["steps"])))
     print(f"J* = {summary['J_star']:.4f} (β = {beta0:g})")
     for name, c in summary["classes"].items():
         b = c["best_in_class"]
         print(f"  {name}: best in class regret {b['regret']:.4f}"
-              f"{'' if b['converged'] else ' (not converged)'}; compile "
-              f"{c['timing']['compile_s']:.1f}s run {c['timing']['run_s']:.1f}s")
+              f"{'' if b['converged'] else ' (not converged)'}; "
+              + common.timing_line(summary["timing"][name], out / name))
         for m, s in c["methods"].items():
             fp = c["fixed_points"].get(m)
             fps = "" if fp is None else (f"  fixed point {fp['regret']:.4f}"

@@ -29,6 +29,7 @@ its β, and the top level repeats them for the first β value.
 from __future__ import annotations
 
 import textwrap
+import time
 
 import numpy as np
 from absl import flags
@@ -179,6 +180,7 @@ def fixed_point_summary(problems, cfg: StaticConfig):
     process whatever is missing (or failed there, so that errors surface here)."""
     cache: dict = {}
     pending: list = []  # (worker process, keys)
+    clock = {"start": None, "end": None, "wait_s": 0.0, "local_s": 0.0}
 
     def key_of(problem, name: str, hp: dict):
         return (id(problem), name, tuple(sorted(hp.items())))
@@ -190,14 +192,26 @@ def fixed_point_summary(problems, cfg: StaticConfig):
                 todo.append((name, spec.resolved_hparams(get_method(name, "bandit"), point)))
         jobs = [(problem_arrays(p), todo) for p in problems]
         keys = [[key_of(p, n, hp) for n, hp in todo] for p in problems]
+        clock["start"] = time.perf_counter()
         pending.append((fixed_point_worker.start(jobs, cfg, compile_cache), keys))
 
     def wait() -> None:
         while pending:
             proc, keys = pending.pop()
-            results = fixed_point_worker.collect(proc)  # None if it failed
+            results, dt = common.timed("fixed points: waiting for the solver process",
+                                       fixed_point_worker.collect, proc)  # None: failed
+            clock["wait_s"] += dt
+            clock["end"] = time.perf_counter()
             for ks, res in zip(keys, results or [], strict=False):
                 cache.update(zip(ks, res, strict=True))
+
+    def timing() -> dict:
+        """``fixed_point_s``: the solver process's wall time (it runs beside the sweep)
+        plus any solve here; ``fixed_point_note`` says how long the sweep waited."""
+        child = (clock["end"] - clock["start"]) if clock["end"] is not None else 0.0
+        return {"fixed_point_s": child + clock["local_s"],
+                "fixed_point_note": f"in a parallel process; {clock['wait_s']:.1f}s "
+                                    "waited for after the sweep"}
 
     def summarize(name: str, hp: dict) -> dict:
         wait()
@@ -206,8 +220,10 @@ def fixed_point_summary(problems, cfg: StaticConfig):
         per = []
         for problem in problems:
             if key_of(problem, name, hp) not in cache:
+                t0 = time.perf_counter()
                 (cache[key_of(problem, name, hp)],) = solve_fixed_points(
                     problem_arrays(problem), [(name, hp)], cfg)
+                clock["local_s"] += time.perf_counter() - t0
             per.append(cache[key_of(problem, name, hp)])
         if len(per) == 1:
             return {**per[0], **extra}
@@ -215,6 +231,7 @@ def fixed_point_summary(problems, cfg: StaticConfig):
 
     summarize.prefetch = prefetch
     summarize.wait = wait
+    summarize.timing = timing
     return summarize
 
 
@@ -223,7 +240,7 @@ def _regret_figure(path, steps, entry, curves, gi: int, inst: int, problem, labe
     over its independent units (seeds; none when the runs are deterministic)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), layout="constrained")
     runs = {m: stats.units(curves[f"{m}/regret"][gi, inst:inst + 1], pool=False)[0]
             for m in entry["methods"]}
     fps = {}
@@ -242,21 +259,13 @@ def _regret_figure(path, steps, entry, curves, gi: int, inst: int, problem, labe
     axes[0].text(steps[-1], uniform, " uniform π", va="bottom", ha="right", color="grey",
                  fontsize=8)
     hp = ", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items())
-    fig.suptitle(f"CoPG toy bandit ({hp}{label}): regret, mean and "
+    fig.suptitle(f"CoPG toy bandit ({hp}{label}): regret, "
                  f"{plotting.band_caption(entry['methods'])};\ndashed = each method's "
                  "population fixed point", fontsize=9)
-    axes[0].set_title("linear scale", fontsize=9)
-    axes[1].set_title("log scale", fontsize=9)
-    axes[1].legend(fontsize=8, ncol=2, loc="lower left")
+    axes[0].set_title("linear scale: mean", fontsize=9)
+    axes[1].set_title("log scale: geometric mean, band of mean ln(regret)", fontsize=9)
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     plotting.save(fig, path)
-
-
-def _first_instance(s: dict, metric: str) -> tuple[float, list[float]]:
-    """``(mean, [lo, hi])`` of the final metric: pooled, or instance 0 when the instances
-    are distinct problems (``--mu_mix``) that have no interval in common."""
-    if s[f"final_{metric}_ci95"] is not None:
-        return s[f"final_{metric}_mean"], s[f"final_{metric}_ci95"]
-    return s[f"final_{metric}_by_instance"][0], s[f"final_{metric}_ci95_by_instance"][0]
 
 
 def make_figures(result, problems) -> None:
@@ -278,45 +287,42 @@ def make_figures(result, problems) -> None:
 
         for gi, entry in enumerate(grid):
             fig, ax = plt.subplots(figsize=(6, 4.2))
-            finals = {}
-            for m in entry["methods"]:
-                final = curves[f"{m}/regret"][gi, :, :, -1]  # [instance, seed]
-                finals[m] = [plotting.mean_ci(u) for u in stats.units(final, pool=False)]
+            finals = {m: stats.units(curves[f"{m}/regret"][gi, :, :, -1], pool=False)
+                      for m in entry["methods"]}  # the seeds of each instance
             plotting.plot_grid(ax, [1 - x for x in mixes], finals)
             ax.invert_xaxis()
             ax.set_xlabel("1 − λ  (mass of μ left off the worst arm)")
             ax.set_ylabel("final regret")
             ax.legend(fontsize=7, ncol=2)
             ax.set_title("final regret as μ concentrates on the worst arm; "
-                         f"{plotting.band_caption(entry['methods'])}", fontsize=7)
+                         f"{plotting.band_caption(entry['methods'], log=True)}", fontsize=7)
             plotting.save(fig, out / f"final_regret_vs_mu_mix_{gi}.png")
     betas = summary["config"]["grid"]["beta"]
     if len(betas) > 1:
-        _final_vs_beta(out / "final_regret_vs_beta.png", grid, mixes)
+        _final_vs_beta(out / "final_regret_vs_beta.png", grid, curves, mixes)
 
 
-def _final_vs_beta(path, grid: list[dict], mixes) -> None:
+def _final_vs_beta(path, grid: list[dict], curves, mixes) -> None:
     """Final regret vs β, one panel per setting of the other hyperparameters (lr, η, …;
-    the panel title says which): no grid point is dropped."""
+    the panel title says which): no grid point is dropped. With ``--mu_mix`` the
+    instances are distinct problems: the first is shown."""
     import matplotlib.pyplot as plt
 
-    groups: dict[tuple, list[dict]] = {}
-    for entry in grid:
+    groups: dict[tuple, list[int]] = {}
+    for gi, entry in enumerate(grid):
         rest = tuple(sorted((k, v) for k, v in entry["hparams"].items() if k != "beta"))
-        groups.setdefault(rest, []).append(entry)
+        groups.setdefault(rest, []).append(gi)
     n = len(groups)
     cols = min(n, 3)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
-    for ax, (rest, entries) in zip(axes.flat, groups.items(), strict=False):
-        finals: dict = {}
-        for entry in entries:
-            for m, s in entry["methods"].items():
-                mean, (lo, hi) = _first_instance(s, "regret")
-                finals.setdefault(m, []).append((mean, lo, hi))
-        plotting.plot_grid(ax, [e["hparams"]["beta"] for e in entries], finals)
+    for ax, (rest, gis) in zip(axes.flat, groups.items(), strict=False):
+        finals = {m: [stats.units(curves[f"{m}/regret"][gi, :1, :, -1], pool=False)[0]
+                      for gi in gis] for m in grid[gis[0]]["methods"]}
+        plotting.plot_grid(ax, [grid[gi]["hparams"]["beta"] for gi in gis], finals)
+        entries = [grid[gi] for gi in gis]
         fixed = ", ".join(f"{k}={v:g}" for k, v in rest) or "no other hyperparameter"
-        caption = " ".join(plotting.band_caption(entries[0]["methods"]).split())
+        caption = " ".join(plotting.band_caption(entries[0]["methods"], log=True).split())
         ax.set_title(("first μ mix instance; " if mixes else "") + fixed + "\n"
                      + textwrap.fill(caption, 90), fontsize=7)
         ax.set_xlabel("β")
@@ -329,6 +335,7 @@ def _final_vs_beta(path, grid: list[dict], mixes) -> None:
 
 def main(argv) -> None:
     del argv
+    t_start = time.perf_counter()
     spec, problems, extra = build()
     problem = problems[0]
     summarize = fixed_point_summary(problems, spec.cfg)
@@ -354,10 +361,12 @@ def main(argv) -> None:
         entry.update(pi_star=tg["pi_star"], J_star=tg["J_star"])
     from copg_jax import results as rs
 
-    rs.write_json(result.out / rs.SUMMARY, result.summary)
+    result.summary["timing"].update(summarize.timing())
+    rs.write_summary(result.out, result.summary)
     common.run_after_sweep(result.summary, result.out,
                            ("figures", lambda: make_figures(result, problems)))
-    t = result.summary["timing"]
+    result.summary["timing"]["total_s"] = time.perf_counter() - t_start
+    rs.write_summary(result.out, result.summary)
     print(f"π* = {np.round(targets[0]['pi_star'], 4).tolist()}  J* = {targets[0]['J_star']:.4f}")
     for entry in result.summary["grid"]:
         print("  " + ", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items()))
@@ -370,7 +379,7 @@ def main(argv) -> None:
                 fps = "not shown (the run is not finite)"
             print(f"    {m:20s} final regret {stats.format_final(s, 'regret')}  "
                   f"fixed-point regret {fps}")
-    print(f"compile {t['compile_s']:.1f}s  run {t['run_s']:.1f}s  -> {result.out}")
+    print(common.timing_line(result.summary["timing"], result.out))
     common.exit_if_errors(result.summary, result.out)
 
 

@@ -314,15 +314,16 @@ def make_figures(summary, curves, out, title: str) -> None:
                       and tuple((k, v) for k, v in e["hparams"].items() if k != "tau") == other)
             runs = {m: stats.units(curves[f"{m}/gap"][gi], pool)[0]  # game 0 if distinct
                     for m in grid[gi]["methods"]}
-            plotting.plot_curves(ax, steps, runs, logy=True, floor=1e-12)
+            plotting.plot_curves(ax, steps, runs, logy=True)
             ax.set_title(f"τ = {tau:g}", fontsize=10)
             ax.set_xlabel("iteration")
             ax.set_ylabel("duality gap")
         axes[0][0].legend(fontsize=8)
         hp = ", ".join(f"{k}={v:g}" for k, v in other)
         fig.suptitle(f"{title}{' (' + hp + ')' if hp else ''}: duality gap of the last "
-                     f"iterate, mean and {plotting.band_caption(grid[gi]['methods'])}",
+                     f"iterate, {plotting.band_caption(grid[gi]['methods'], log=True)}",
                      fontsize=9)
+        fig.tight_layout()
         name = "gap.png" if len(others) == 1 else f"gap_{oi}.png"
         plotting.save(fig, out / name)
 
@@ -334,8 +335,8 @@ def _panel_order(summary: dict, name: str) -> tuple:
 
 def combined_figure(folder) -> None:
     """``folder/gap.png``: one panel per results subfolder (exact first, then by decreasing
-    τ and name), each with its own iterations: the last-iterate duality gap (mean and 95%
-    band over games × seeds)."""
+    τ and name), each with its own iterations: the last-iterate duality gap (geometric mean
+    and 95% band of mean ln over each panel's independent units, as its title says)."""
     from pathlib import Path
 
     import matplotlib.pyplot as plt
@@ -350,19 +351,23 @@ def combined_figure(folder) -> None:
     for ax, sub in zip(axes[0], subs, strict=True):
         summary, curves = rs.load_results(sub)
         entry, steps = summary["grid"][0], curves["steps"]
-        runs = {m: curves[f"{m}/gap"][0].reshape(-1, len(steps)) for m in entry["methods"]}
-        plotting.plot_curves(ax, steps, runs, logy=True, floor=1e-12)
+        pool = summary["config"].get("game") == "egpo"  # as in make_figures
+        runs = {m: stats.units(curves[f"{m}/gap"][0], pool)[0] for m in entry["methods"]}
+        plotting.plot_curves(ax, steps, runs, logy=True)
         c = summary["config"]
         lrs = sorted({h.get("lr") for h in c["hparams"].values() if "lr" in h})
         mode = c["static"]["mode"]
         labels = f", {c.get('labels', 'bernoulli')} labels" if mode == "sampled" else ""
+        shown = "" if pool or curves[f"{next(iter(entry['methods']))}/gap"].shape[1] == 1 \
+            else ", game 0"
         ax.set_title(f"{sub.name}\nτ = {entry['hparams']['tau']:g}, lr = "
-                     f"{', '.join(f'{x:g}' for x in lrs)}, {mode}{labels}", fontsize=9)
+                     f"{', '.join(f'{x:g}' for x in lrs)}, {mode}{labels}{shown}\n"
+                     + plotting.band_caption(entry["methods"], log=True), fontsize=7)
         ax.set_xlabel("iteration")
         ax.set_ylabel("duality gap")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{folder}: duality gap of the last iterate, mean and 95% band over games "
-                 "× seeds", fontsize=10, y=1.04)
+    fig.suptitle(f"{folder}: duality gap of the last iterate", fontsize=10)
+    fig.tight_layout()
     plotting.save(fig, Path(folder) / "gap.png")
 
 
@@ -415,7 +420,7 @@ def main(argv) -> None:
     summary["timing"] = {**summary["timing"], "nash_s": t_nash, "sweeps_wall_s": wall}
     curves = result.curves
     rs.write_npz(out / rs.CURVES, curves)
-    rs.write_json(out / rs.SUMMARY, summary)
+    rs.write_summary(out, summary)
     shutil.rmtree(partial, ignore_errors=True)
     title = {"egpo": f"{len(games)} EGPO random games", "dice": "non-transitive dice",
              "bt": "Bradley–Terry game", "matrix": f"{len(games)} game(s) from --matrix"}

@@ -314,9 +314,9 @@ def fixed_point_summary(problems, cfg: StaticConfig, enabled: set[str], timings:
             return {}
         key = (name, tuple(sorted(hp.items())))
         if key not in cache:
-            t0 = time.perf_counter()
-            cache[key] = solve(name, hp)
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+            hps = ", ".join(f"{k}={float(v):g}" for k, v in hp.items())
+            cache[key], dt = common.timed(f"fixed point of {name} ({hps})", solve, name, hp)
+            timings[name] = timings.get(name, 0.0) + dt
         per = cache[key]
         if len(per) == 1:
             return {**per[0], "fixed_point_source": "solved"}
@@ -396,7 +396,9 @@ def make_figures(result, desc: dict) -> None:
                     elif "fixed_point_regret_by_instance" in s:
                         vals = s["fixed_point_regret_by_instance"]
                         fps[m] = None if any(v is None for v in vals) else float(np.mean(vals))
-                title = plotting.band_caption(entry["methods"])
+                title = plotting.band_caption(entry["methods"], log=True)
+                if n_inst > 1:
+                    title = f"all {n_inst} instances pooled: {title}"
             else:
                 runs = {m: stats.units(v[inst:inst + 1], pool=False)[0] for m, v in per.items()}
                 fps = {m: (s.get("fixed_point_regret_by_instance") or [None] * n_inst)[inst]
@@ -410,9 +412,10 @@ def make_figures(result, desc: dict) -> None:
             ax.axis("off")
         axes[0, 0].legend(fontsize=7, ncol=2, loc="lower left")
         hp = ", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items())
-        fig.suptitle(f"Tabular MDP ({env}; {hp}): regret, mean and Student-t 95% band over "
-                     "independent units (first panel: all instances, as titled; others: one "
-                     "instance's seeds); dashed = population fixed point", fontsize=9)
+        panels_say = ("; first panel: all instances pooled, then one panel per instance "
+                      "(its seeds)") if n_inst > 1 else ""
+        fig.suptitle(f"Tabular MDP ({env}; {hp}): regret{panels_say}; dashed = population "
+                     "fixed point", fontsize=9)
         fig.tight_layout()
         name = "regret.png" if len(grid) == 1 else f"regret_{gi}.png"
         plotting.save(fig, result.out / name)
@@ -448,14 +451,15 @@ def main(argv) -> None:
             problems, betas[0], spec.cfg.num_samples)
     result.summary["fixed_points_not_computed"] = [
         m for m in spec.methods if m not in solve and m not in ANALYTIC_PI_STAR]
-    result.summary["timing"]["fixed_point_s"] = fp_time
+    result.summary["timing"]["fixed_point_s_by_method"] = fp_time
+    result.summary["timing"]["fixed_point_s"] = sum(fp_time.values())
     result.summary["timing"]["total_s"] = time.perf_counter() - t_start
     from copg_jax import results as rs
 
     common.run_after_sweep(result.summary, result.out,
                            ("figures", lambda: make_figures(result, desc)))
     result.summary["timing"]["total_s"] = time.perf_counter() - t_start
-    rs.write_json(result.out / rs.SUMMARY, result.summary)
+    rs.write_summary(result.out, result.summary)
     t = result.summary["timing"]
     print(f"J* = {np.round(jstar[betas[0]], 4).tolist()}")
     for entry in result.summary["grid"]:
@@ -470,8 +474,7 @@ def main(argv) -> None:
                    else str([None if x is None else float(f"{x:.3g}") for x in fp]))
             print(f"    {m:20s} final regret {stats.format_final(s, 'regret', '.4g')}  "
                   f"fixed-point regret {fps}")
-    print(f"compile {t['compile_s']:.1f}s  run {t['run_s']:.1f}s  fixed points "
-          f"{sum(fp_time.values()):.1f}s  total {t['total_s']:.1f}s  -> {result.out}")
+    print(common.timing_line(t, result.out))
     common.exit_if_errors(result.summary, result.out)
 
 

@@ -184,14 +184,15 @@ def make_figures(out, summary: dict, curves: dict, best: dict[str, int]) -> None
     for ax in list(axes.flat)[len(grid):]:
         ax.axis("off")
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"Toy LM: reward vs step per β; mean and "
+    fig.suptitle(f"Toy LM: reward vs step per β; "
                  f"{plotting.band_caption(grid[0]['methods'])}", fontsize=9)
     plotting.save(fig, out / "reward_vs_step.png")
 
     betas = [e["hparams"]["beta"] for e in grid]
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    plotting.plot_grid(ax, betas, {m: [_final(e["methods"][m], "expected_reward")
-                                       for e in grid] for m in methods}, logy=False)
+    plotting.plot_grid(ax, betas, {m: [runs(gi, m)[:, -1] for gi in range(len(grid))]
+                                   for m in methods}, logy=False)
+    ax.set_title(plotting.band_caption(grid[0]["methods"]), fontsize=8)
     ax.set_xlabel("β")
     ax.set_ylabel("final reward")
     ax.legend(fontsize=8)
@@ -251,7 +252,7 @@ def main(argv) -> None:
     summary["best_beta_at_grid_edge"] = sorted(m for m, b in summary["best_beta"].items()
                                                if b == edge)
     summary["claim"] = claim(summary, curves, best)
-    rs.write_json(result.out / rs.SUMMARY, summary)
+    rs.write_summary(result.out, summary)
     common.run_after_sweep(summary, result.out,
                            ("figures", lambda: make_figures(result.out, summary, curves, best)))
     t = summary["timing"]
@@ -272,7 +273,7 @@ def main(argv) -> None:
               f"{c[f'{other}_final_reward']:.4f} (higher, 95% CIs disjoint: {c['higher']}); "
               f"step reaching {other}'s final: copg {c['copg_step_to_reach_its_final']}, "
               f"{other} {c[f'{other}_step_to_reach_its_final']}")
-    print(f"compile {t['compile_s']:.1f}s  run {t['run_s']:.1f}s  -> {result.out}")
+    print(common.timing_line(t, result.out))
     common.exit_if_errors(summary, result.out)
 
 

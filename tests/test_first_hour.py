@@ -133,3 +133,60 @@ def test_tidy_export_round_trips_and_plot_sweep_draws(tmp_path):
     fig = res.plot("regret", tmp_path / "regret.png")
     assert len([ax for ax in fig.axes if ax.has_data()]) == 2
     assert (tmp_path / "regret.png").stat().st_size > 10_000
+
+
+def test_log_bands_are_geometric_and_nothing_is_clamped():
+    """On a log axis the band is exp of the Student-t interval of mean ln y (closed form
+    below); a step where a run is at 0 is not drawn but marked, and a fixed point at 0 is
+    named in the legend instead of drawn at a floor."""
+    import matplotlib.pyplot as plt
+
+    from copg_jax import plotting, stats
+
+    y = np.array([[1.0, 1e-2, 0.0], [4.0, 1e-4, 1e-3], [2.0, 1e-3, 1e-3]], np.float32)
+    m, lo, hi, hidden = plotting.band(y, log=True, res=plotting.resolution(y))
+    lm, llo, lhi = stats.mean_ci(np.log(y[:, :2].astype(np.float64)))
+    np.testing.assert_allclose(m[:2], np.exp(lm))  # geometric mean: (1·4·2)^(1/3) = 2
+    np.testing.assert_allclose(m[0], 2.0, rtol=1e-6)
+    np.testing.assert_allclose([lo[:2], hi[:2]], np.exp([llo, lhi]))
+    assert hidden.tolist() == [False, False, True] and np.isnan(m[2])
+    assert plotting.resolution(y) == pytest.approx(4 * np.finfo(np.float32).eps * 4.0)
+
+    fig, ax = plt.subplots()
+    marked = plotting.plot_curves(ax, np.arange(3), {"copg": y, "ipo": y[:, :1].repeat(3, 1)},
+                                  {"copg": 1e-18, "ipo": 0.5}, logy=True)
+    assert marked == 1  # only copg has a run at 0
+    line = next(ln for ln in ax.get_lines() if ln.get_label().startswith("copg"))
+    assert line.get_label() == "copg (fixed point 0)" and np.isnan(line.get_ydata()[2])
+    drawn = np.concatenate([np.ravel(ln.get_ydata()) for ln in ax.get_lines()
+                            if ln.get_transform() == ax.transData])
+    assert np.nanmin(drawn) > plotting.resolution(y)  # nothing at or below resolution
+    assert any(t.get_text() == plotting.HIDDEN_NOTE for t in ax.texts)
+    plt.close(fig)
+
+
+def test_each_method_has_a_distinct_colour_and_its_familys_line_style():
+    from copg_jax import plotting
+
+    bandit = ["copg", "ipo", "pg", "pg_value_baseline", "pg_regularized_baseline", "is_pg",
+              "is_pg_truncated", "is_pg_truncated_value_baseline",
+              "is_pg_truncated_no_baseline", "rloo", "md"]
+    diagnostics = ["copg", "pg", "pg_value_baseline", "is_pg", "is_pg_truncated",
+                   "is_pg_self_normalized", "ppo_clip", "rloo", "ipo", "dpo", "mdpo"]
+    from matplotlib.colors import to_rgb
+
+    for shown in (bandit, diagnostics):  # methods drawn together: distinct colours
+        assert len({to_rgb(plotting.method_color(m)) for m in shown}) == len(shown), shown
+    ls = {m: str(plotting.method_style(m)["ls"]) for m in
+          ("copg", "dpo", "pg", "rloo", "is_pg", "ppo_clip", "md", "pmd")}
+    assert ls["copg"] == ls["dpo"] != ls["pg"] == ls["rloo"] != ls["is_pg"] == ls["ppo_clip"]
+    assert ls["md"] == ls["pmd"] not in (ls["copg"], ls["pg"], ls["is_pg"])
+
+
+def test_run_dependent_fields_stay_out_of_the_committed_summary(tmp_path):
+    rs.write_summary(tmp_path, {"experiment": "x", "grid": [], "timing": {"run_s": 1.5},
+                                "devices": ["cpu:0"]})
+    assert set(json.loads((tmp_path / rs.SUMMARY).read_text())) == {"experiment", "grid"}
+    info = json.loads((tmp_path / rs.RUN_INFO).read_text())
+    assert info["timing"] == {"run_s": 1.5} and "git_commit" in info
+    assert rs.read_summary(tmp_path)["timing"] == {"run_s": 1.5}

@@ -609,13 +609,16 @@ def test_cli_reports_coverage_and_claims_no_pi_star(cli):
 
 def test_band_caption_names_every_band_and_its_exceptions():
     """A figure caption states what each band is over: the band most methods share once,
-    every other band with the methods it belongs to (no method's band left unsaid)."""
+    every other band with the methods it belongs to (no method's band left unsaid), and
+    which centre and band: arithmetic, or on a log axis geometric (issue 16)."""
     from copg_jax.plotting import band_caption
 
     methods = {m: {"ci_over": "seeds (Student t, n=100)"} for m in ("copg", "md", "mmd")}
-    assert band_caption(methods) == "band over seeds (Student t, n=100)"
+    assert band_caption(methods) == "mean and band over seeds (Student t, n=100)"
+    assert band_caption(methods, log=True) == ("geometric mean and band of mean ln over "
+                                               "seeds (Student t, n=100)")
     methods["copg_exact"] = {"ci_over": "none (deterministic)"}
     caption = band_caption(methods)
-    assert caption.startswith("band over seeds (Student t, n=100)")
+    assert caption.startswith("mean and band over seeds (Student t, n=100)")
     assert "copg_exact: none (deterministic)" in caption.replace("\n", " ")
     assert all(len(line) <= 120 for line in caption.splitlines())
