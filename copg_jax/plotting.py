@@ -35,7 +35,9 @@ _COLORS = {
     "is_pg_truncated_value_baseline": "#e6ab02", "is_pg_truncated_no_baseline": "black",
     "ppo_clip": "#e7298a",
     "md": _TAB10[7], "md_proximal": "#1b9e77", "mmd": "#d95f02", "mdpo": "#7570b3",
-    "pmd": "#66a61e",
+    "pmd": "#e6ab02",
+    # the tabular-MDP CoPG variants (drawn with copg, pg, is_pg, rloo, pmd)
+    "copg_critic": _TAB10[5], "copg_learned_critic": "#1b9e77", "copg_per_state": _TAB10[9],
     "nash_md": _TAB10[0], "omd": _TAB10[1], "online_ipo2": _TAB10[2],
     "nash_md_pg": _TAB10[3], "egpo": _TAB10[4],
 }
@@ -43,7 +45,8 @@ _COLORS = {
 # sampled dotted, mirror descent dash-dot-dot, game methods solid (they are never drawn
 # with the others).
 _FAMILIES = {
-    "-": ("copg", "ipo", "dpo", "nash_md", "omd", "online_ipo2", "nash_md_pg", "egpo"),
+    "-": ("copg", "ipo", "dpo", "copg_critic", "copg_learned_critic", "copg_per_state",
+          "nash_md", "omd", "online_ipo2", "nash_md_pg", "egpo"),
     "-.": ("pg", "pg_value_baseline", "pg_regularized_baseline", "rloo"),
     (0, (1, 1)): ("is_pg", "is_pg_truncated", "is_pg_self_normalized",
                   "is_pg_truncated_value_baseline", "is_pg_truncated_no_baseline",
@@ -98,7 +101,7 @@ def band(y: np.ndarray, log: bool, res: float = 0.0):
     return m, lo, hi, hidden
 
 
-def band_caption(methods: Mapping[str, Mapping], log: bool = False) -> str:
+def band_caption(methods: Mapping[str, Mapping], log: bool = False, width: int = 120) -> str:
     """``"mean and band over <what> (<methods>); ..."`` from each method's summary
     ``ci_over``; ``log``: ``"geometric mean and band of mean ln over ..."``."""
     groups: dict[str, list[str]] = {}
@@ -108,7 +111,7 @@ def band_caption(methods: Mapping[str, Mapping], log: bool = False) -> str:
     (common, _), *others = sorted(groups.items(), key=lambda kv: -len(kv[1]))
     what = "geometric mean and band of mean ln" if log else "mean and band"
     text = "; ".join([f"{what} over {common}", *(f"{', '.join(v)}: {k}" for k, v in others)])
-    return textwrap.fill(text, width=120)
+    return textwrap.fill(text, width=width)
 
 
 def _mark_hidden(ax, xs: np.ndarray, hidden: np.ndarray, row: int, color) -> None:

@@ -396,7 +396,7 @@ def make_figures(result, desc: dict) -> None:
                     elif "fixed_point_regret_by_instance" in s:
                         vals = s["fixed_point_regret_by_instance"]
                         fps[m] = None if any(v is None for v in vals) else float(np.mean(vals))
-                title = plotting.band_caption(entry["methods"], log=True)
+                title = plotting.band_caption(entry["methods"], log=True, width=70)
                 if n_inst > 1:
                     title = f"all {n_inst} instances pooled: {title}"
             else:
@@ -405,12 +405,13 @@ def make_figures(result, desc: dict) -> None:
                        for m, s in entry["methods"].items()}
                 title = f"instance {inst}  (J* = {entry['J_star'][inst]:.3f})"
             plotting.plot_curves(ax, steps, runs, fps, logy=True)
-            ax.set_title(title, fontsize=9)
+            ax.set_title(title, fontsize=8)
             ax.set_xlabel("update")
             ax.set_ylabel("regret  J(π*) − J(π)")
         for ax in axes.ravel()[len(panels):]:
             ax.axis("off")
-        axes[0, 0].legend(fontsize=7, ncol=2, loc="lower left")
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), fontsize=7, loc="center left",
+                   bbox_to_anchor=(1.0, 0.5))  # outside: the ▼ row stays visible
         hp = ", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items())
         panels_say = ("; first panel: all instances pooled, then one panel per instance "
                       "(its seeds)") if n_inst > 1 else ""

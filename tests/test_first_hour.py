@@ -175,7 +175,10 @@ def test_each_method_has_a_distinct_colour_and_its_familys_line_style():
                    "is_pg_self_normalized", "ppo_clip", "rloo", "ipo", "dpo", "mdpo"]
     from matplotlib.colors import to_rgb
 
-    for shown in (bandit, diagnostics):  # methods drawn together: distinct colours
+    mdp = ["copg", "copg_critic", "copg_learned_critic", "copg_per_state", "pg", "is_pg",
+           "rloo", "pmd"]
+    contextual = ["copg", "ipo", "dpo", "pg", "is_pg", "rloo"]
+    for shown in (bandit, diagnostics, mdp, contextual):  # methods drawn together: distinct colours
         assert len({to_rgb(plotting.method_color(m)) for m in shown}) == len(shown), shown
     ls = {m: str(plotting.method_style(m)["ls"]) for m in
           ("copg", "dpo", "pg", "rloo", "is_pg", "ppo_clip", "md", "pmd")}
