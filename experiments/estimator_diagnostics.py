@@ -97,10 +97,9 @@ def diagnostics_figure(rows: list[dict], methods, batch: int, path) -> None:
         # (a variance or bias is not a difference of O(1) numbers: only ≤ 0 is marked)
         plotting.plot_grid(ax, xs, {m: [np.float32([x[field]]) for x in r]
                                     for m, r in per.items()}, logx=False, logy=logy, res=0.0)
-        for m, r in per.items():
-            if field == "bias":
-                ax.plot(xs, [x["bias_se"] for x in r], ls=":", lw=0.9,
-                        color=plotting.method_color(m))
+        for m, r in per.items() if field == "bias" else ():
+            ax.plot(xs, [x["bias_se"] for x in r], ls=":", lw=0.9,
+                    color=plotting.method_color(m))
         ax.set_xscale("symlog", linthresh=0.1)
         ax.set_xlim(-0.01, 1.5 * max(xs))
         ax.set_xlabel("KL(π ‖ μ)  (symlog: linear below 0.1)")
