@@ -101,6 +101,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from copg_jax import validation as v
@@ -559,18 +560,69 @@ _CACHE: dict[tuple, tuple[tuple[Method, ...], Any]] = {}
 _CACHE_SIZE = 128
 
 
-def _compiled(methods: tuple[Method, ...], cfg: StaticConfig, kind: ProblemKind,
-              options: SolverOptions):
-    key = (tuple(id(m) for m in methods), cfg, kind, jnp.dtype(float_dtype()).name, options)
+def _cached(tag: str, methods: tuple[Method, ...], cfg: StaticConfig, kind: ProblemKind,
+            options: SolverOptions, build: Callable[[], Any]):
+    """``build()`` once per (tag, methods by identity, cfg, kind, dtype, options)."""
+    key = (tag, tuple(id(m) for m in methods), cfg, kind, jnp.dtype(float_dtype()).name,
+           options)
     hit = _CACHE.get(key)
     if hit is not None and all(a is b for a, b in zip(hit[0], methods, strict=True)):
         return hit[1]
-
-    def run(p, hs, k):
-        return [_solve(m, kind, p, h, cfg, options, k) for m, h in zip(methods, hs, strict=True)]
-
-    fn = jax.jit(run)
+    fn = build()
     if len(_CACHE) >= _CACHE_SIZE:
         _CACHE.clear()
     _CACHE[key] = (methods, fn)
     return fn
+
+
+def _compiled(methods: tuple[Method, ...], cfg: StaticConfig, kind: ProblemKind,
+              options: SolverOptions):
+    def run(p, hs, k):
+        return [_solve(m, kind, p, h, cfg, options, k) for m, h in zip(methods, hs, strict=True)]
+
+    return _cached("solve", methods, cfg, kind, options, lambda: jax.jit(run))
+
+
+def fixed_point_metrics(
+    method: Method,
+    problems,
+    hp: Mapping[str, Any],
+    cfg: StaticConfig,
+    kind: ProblemKind,
+    *,
+    options: SolverOptions | None = None,
+) -> list[dict[str, Any]]:
+    """Each instance's population fixed point of ``method`` and the problem kind's metrics
+    there (``kind.metrics`` at ``θ_fp``, with the average policy equal to ``π_fp``), in
+    float64: one program vmapped over the stacked ``problems`` (leading instance axis),
+    compiled once per method (``hp`` is an argument, so every grid point reuses it).
+
+    Returns one dict per instance: ``converged``, ``residual`` and each metric of
+    ``kind.metric_names`` (``None`` where the solver did not converge: a fixed point at
+    infinity has no finite metrics to report). This is what
+    ``copg_jax.sweep(..., fixed_points=True)`` stores as ``fixed_point_<metric>``.
+    """
+    options = SolverOptions.of(options)
+    with jax.enable_x64(True):
+        batch = (kind.in_float64 or (lambda p: _cast_problem(p, jnp.float64)))(problems)
+        h = {k: jnp.asarray(v, jnp.float64) for k, v in method.resolve_hparams(hp).items()}
+        out = jax.device_get(_metrics_program(method, kind, cfg.replace(mode="exact"),
+                                              options)(batch, h))
+    converged = np.asarray(out["converged"])
+    rows = []
+    for i, ok in enumerate(converged):
+        row = {"converged": bool(ok), "residual": float(out["residual"][i])}
+        row.update({m: float(out[m][i]) if ok else None for m in kind.metric_names})
+        rows.append(row)
+    return rows
+
+
+def _metrics_program(method: Method, kind: ProblemKind, cfg: StaticConfig,
+                     options: SolverOptions):
+    def one(problem, hp):
+        fp = _solve(method, kind, problem, hp, cfg, options, None)
+        metrics = kind.metrics(problem, fp.logits, fp.probs, hp, kind.target(problem, hp))
+        return {**metrics, "converged": fp.converged, "residual": fp.residual}
+
+    return _cached("metrics", (method,), cfg, kind, options,
+                   lambda: jax.jit(jax.vmap(one, in_axes=(0, None))))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -216,6 +217,18 @@ def save(fig, path: Path | str) -> None:
     plt.close(fig)
 
 
+def sweep_fixed_point(method_summary: Mapping[str, Any], metric: str,
+                      pool_instances: bool) -> float | None:
+    """The fixed-point line of a library sweep's method entry
+    (``fixed_point_<metric>_by_instance``, from ``sweep(fixed_points=True)``): the mean over
+    the instances (or instance 0's value when they are not pooled, as the curves); None
+    when absent or when any instance's solve did not converge."""
+    vals = method_summary.get(f"fixed_point_{metric}_by_instance")
+    if not vals or any(v is None for v in vals):
+        return None
+    return float(np.mean(vals if pool_instances else vals[:1]))
+
+
 def plot_sweep(result, metric: str = "regret", path: Path | str | None = None, *,
                logy: bool | None = None, pool_instances: bool = True):
     """The curves of a :class:`copg_jax.sweep.SweepResult` in one call: a panel per grid
@@ -239,7 +252,9 @@ def plot_sweep(result, metric: str = "regret", path: Path | str | None = None, *
     for ax, (gi, entry) in zip(axes.flat, enumerate(grid), strict=False):
         runs = {m: stats.units(curves[f"{m}/{metric}"][gi], pool=pool_instances)[0]
                 for m in methods}
-        plot_curves(ax, steps, runs, logy=logy)
+        fps = {m: sweep_fixed_point(s, metric, pool_instances)
+               for m, s in entry["methods"].items()}
+        plot_curves(ax, steps, runs, fps, logy=logy)
         ax.set_title(", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items()),
                      fontsize=9)
         ax.set_xlabel("update")
@@ -247,8 +262,12 @@ def plot_sweep(result, metric: str = "regret", path: Path | str | None = None, *
     for ax in list(axes.flat)[len(grid):]:
         ax.axis("off")
     axes[0][0].legend(fontsize=7)
+    many = pool_instances and np.shape(curves[f"{methods[0]}/{metric}"])[1] > 1
+    has_fp = any(f"fixed_point_{metric}_by_instance" in s for s in grid[0]["methods"].values())
+    dashed = (f"; dashed: population fixed point{' (mean over instances)' if many else ''}"
+              if has_fp else "")
     fig.suptitle(f"{summary.get('experiment', 'sweep')}: "
-                 f"{band_caption(grid[0]['methods'], log=logy)}", fontsize=9)
+                 f"{band_caption(grid[0]['methods'], log=logy)}{dashed}", fontsize=9)
     if path is not None:
         save(fig, path)
     return fig

@@ -367,6 +367,7 @@ def sweep(
     summary_extra: Mapping[str, Any] | None = None,
     check_nans: bool = False,
     on_start: Callable[[], None] | None = None,
+    fixed_points: bool = False,
 ) -> SweepResult:
     """Runs the sweep and (if ``out``) writes ``summary.json`` and ``curves.npz``.
 
@@ -387,11 +388,23 @@ def sweep(
         metrics. For the operation that produced it, rerun with ``JAX_DEBUG_NANS=1``.
       on_start: called once everything is validated and the results folder accepted,
         before compiling (e.g. to start work that overlaps the sweep).
+      fixed_points: after the sweep, solve each method's population fixed point for every
+        grid point and instance in float64 (:func:`copg_jax.fixed_point.fixed_point_metrics`)
+        and store, in each method's entry, ``fixed_point_<metric>_by_instance`` for every
+        metric of the problem kind (``None`` where the solver did not converge),
+        ``fixed_point_converged_by_instance`` and ``fixed_point_residual_by_instance``;
+        :meth:`SweepResult.plot` draws them as dashed lines. Tabular policies only (for a
+        policy class: :mod:`copg_jax.class_fixed_point`). Its time is
+        ``timing["fixed_point_s"]``.
     """
     problem_list = _problem_list(problems)
-    spec = dataclasses.replace(spec, problem_kind=resolve_kind(spec, problem_list).name)
+    kind = resolve_kind(spec, problem_list)
+    spec = dataclasses.replace(spec, problem_kind=kind.name)
     methods = validate(spec)
     problem_batch = _stack(problem_list)
+    if fixed_points:
+        method_summary = _with_fixed_points(spec, methods, kind, problem_batch, method_summary,
+                                            progress)
     config = _config(spec, problem_batch, extra_config)
     out_path = rs.check_out(out) if out is not None else None
     run = functools.partial(
@@ -453,10 +466,40 @@ def _run(spec: SweepSpec, methods: list[Method], num_instances: int, problem_bat
         rs.write_summary(out_path, summary)
         shutil.rmtree(out_path / rs.CHECKPOINT, ignore_errors=True)
     if method_summary is not None:
+        t0 = time.perf_counter()
         _add_method_summaries(summary, spec, methods, method_summary)
+        if getattr(method_summary, "fixed_points", False):
+            summary["timing"]["fixed_point_s"] = time.perf_counter() - t0
         if out_path is not None:
             rs.write_summary(out_path, summary)
     return SweepResult(summary, curves, out_path)
+
+
+def _with_fixed_points(spec: SweepSpec, methods: Sequence[Method], kind: ProblemKind,
+                       problem_batch, method_summary,
+                       progress: bool) -> Callable[[str, dict], dict]:
+    """``method_summary`` (if any) plus each method's fixed-point metrics per instance
+    (``sweep(fixed_points=True)``); the checks run now, before anything is computed."""
+    from copg_jax import fixed_point as fp_lib
+
+    if not spec.cfg.policy.tabular:
+        raise ValueError(f"fixed_points: the sweep solves tabular fixed points; policy "
+                         f"{spec.cfg.policy.name!r} needs copg_jax.class_fixed_point")
+    fp_lib._check_config(methods, spec.cfg.replace(mode="exact"))  # e.g. a decaying step
+    by_name = {m.name: m for m in methods}
+
+    def summarize(name: str, hp: dict) -> dict:
+        out = dict(method_summary(name, hp)) if method_summary is not None else {}
+        hps = ", ".join(f"{k}={float(v):g}" for k, v in hp.items())
+        if progress:
+            print(f"fixed points: {name} ({hps})", file=sys.stderr, flush=True)
+        rows = fp_lib.fixed_point_metrics(by_name[name], problem_batch, hp, spec.cfg, kind)
+        for key in rows[0]:
+            out[f"fixed_point_{key}_by_instance"] = [r[key] for r in rows]
+        return out
+
+    summarize.fixed_points = True
+    return summarize
 
 
 def _announce(spec: SweepSpec, methods: Sequence[Method], num_instances: int) -> None:

@@ -4,6 +4,7 @@ adapts its behaviour defaults to K, and a sweep says when it resumes or discards
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from copg_jax import sweep as sw
 from copg_jax.algos.base import StaticConfig
 from copg_jax.checkpoint import write_checkpoint
 from copg_jax.envs.bandit import paper_bandit
+from copg_jax.policies import PolicySpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "copg-jax"
@@ -193,3 +195,67 @@ def test_run_dependent_fields_stay_out_of_the_committed_summary(tmp_path):
     info = json.loads((tmp_path / rs.RUN_INFO).read_text())
     assert info["timing"] == {"run_s": 1.5} and "git_commit" in info
     assert rs.read_summary(tmp_path)["timing"] == {"run_s": 1.5}
+
+
+def test_library_sweep_solves_fixed_points_and_plots_them(tmp_path):
+    """``sweep(fixed_points=True)``: CoPG's and mirror descent's population fixed point is
+    π* (regret 0, CoPG Thm. 1), IPO's is the biased one that :func:`fixed_point` finds
+    for each instance and β alone (itself checked against least squares in
+    test_fixed_point.py); ``plot`` draws them dashed, and a policy class is refused."""
+    import jax
+
+    from copg_jax.envs.bandit import make_bandit, random_bandit
+    from copg_jax.envs.contextual import random_contextual_bandit
+    from copg_jax.exact.bandit import regret
+    from copg_jax.fixed_point import fixed_point
+
+    problems = [paper_bandit(), random_bandit(jax.random.PRNGKey(3), 3)]
+    spec = sw.SweepSpec("fp", methods=["copg", "ipo", "md"],
+                        grid={"beta": [0.5, 1.0], "lr": [1e-2], "eta": [1.0]}, num_seeds=2,
+                        cfg=StaticConfig(num_steps=20, log_every=10, batch_size=32,
+                                         dataset_size=64))
+    res = sw.sweep(spec, problems, None, progress=False, fixed_points=True)
+    assert res.summary["timing"]["fixed_point_s"] > 0
+    for entry in res.summary["grid"]:
+        beta = entry["hparams"]["beta"]
+        ms = entry["methods"]
+        for name in ("copg", "md"):
+            assert ms[name]["fixed_point_converged_by_instance"] == [True, True]
+            assert max(ms[name]["fixed_point_regret_by_instance"]) < 1e-12, (name, beta)
+        with jax.enable_x64(True):  # the same problems built in float64
+            p64 = [paper_bandit(), make_bandit(*(np.asarray(a, np.float64) for a in (
+                problems[1].rewards, problems[1].ref_probs, problems[1].mu1, problems[1].mu2)))]
+            want = [float(regret(p, fixed_point("ipo", p, {"beta": beta}).probs, beta))
+                    for p in p64]
+        # The sweep's problems hold float32 data (μ = 0.1 is 0.1 to 1e-8): agreement to
+        # that rounding, not to float64's.
+        np.testing.assert_allclose(ms["ipo"]["fixed_point_regret_by_instance"], want,
+                                   rtol=2e-6, err_msg=f"beta={beta}")
+        assert min(want) > 1e-3  # IPO is biased: the dashed line is not π*
+    fig = res.plot("regret", tmp_path / "regret.png")
+    dashed = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    assert len(dashed) >= 2  # IPO's line in each panel (0 is a legend note on a log axis)
+    assert "dashed: population fixed point (mean over instances)" in fig.texts[0].get_text()
+    ctx = random_contextual_bandit(jax.random.PRNGKey(0), 3, 3, 2)
+    mlp = dataclasses.replace(spec, methods=["copg"], grid={"beta": [0.5]},
+                              cfg=spec.cfg.replace(policy=PolicySpec("mlp")))
+    with pytest.raises(ValueError, match="fixed_points: .*'mlp'"):
+        sw.sweep(mlp, ctx, None, progress=False, fixed_points=True)
+
+
+def test_library_sweep_fixed_points_of_a_game_are_the_nash_equilibrium():
+    """EGPO's population fixed point is the regularized Nash equilibrium (duality gap 0,
+    EGPO Thm. 1); the float32 game is made exactly complementary in float64 first."""
+    import jax
+
+    from copg_jax.envs.games import egpo_random
+
+    spec = sw.SweepSpec("fp_game", methods=["egpo"], grid={"tau": [0.1], "lr": [0.02]},
+                        num_seeds=1, cfg=StaticConfig(num_steps=10, log_every=5,
+                                                      batch_size=16))
+    res = sw.sweep(spec, egpo_random(jax.random.PRNGKey(0), 4), None, progress=False,
+                   fixed_points=True)
+    s = res.summary["grid"][0]["methods"]["egpo"]
+    assert s["fixed_point_converged_by_instance"] == [True]
+    assert s["fixed_point_gap_by_instance"][0] < 1e-12
+    assert s["fixed_point_kl_to_nash_by_instance"][0] < 1e-12

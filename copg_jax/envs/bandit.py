@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from flax import struct
 
+from copg_jax import dtypes
 from copg_jax import validation as v
 from copg_jax.dtypes import as_float
 
@@ -111,6 +112,12 @@ PAPER_REWARDS = (2.5, 2.0, 1.0)
 PAPER_MU1 = (0.1, 0.2, 0.7)
 PAPER_MU2 = (0.05, 0.05, 0.9)
 PAPER_BETA = 0.5
+
+
+def in_float64(bandit: Bandit) -> Bandit:
+    """The bandit in float64, ``π_ref``, ``μ1``, ``μ2`` re-normalized there
+    (:func:`copg_jax.dtypes.in_float64`). Call inside ``jax.enable_x64``."""
+    return dtypes.in_float64(bandit, ("ref_probs", "mu1", "mu2"))
 
 
 def paper_bandit() -> Bandit:

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from copg_jax import dtypes
 from copg_jax import validation as v
 from copg_jax.dtypes import as_float, float_dtype
 from copg_jax.envs.bandit import NOISE_KINDS, Bandit
@@ -67,14 +68,9 @@ def per_context(problem: ContextualBandit) -> Bandit:
 
 
 def in_float64(problem: ContextualBandit) -> ContextualBandit:
-    """The problem in float64 with every distribution re-normalized there. A float32
-    row sums to 1 only to ~1e-8; in float64 that defect is a direction no logit change can
-    cancel (every method's direction is shift invariant only for normalized μ), so a
-    fixed-point solver would stall at ``‖g‖ ≈ 1e-8``. Call inside ``jax.enable_x64``."""
-    p = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), problem)
-    norm = lambda a: a / jnp.sum(a, axis=-1, keepdims=True)  # noqa: E731
-    return p.replace(ref_probs=norm(p.ref_probs), mu1=norm(p.mu1), mu2=norm(p.mu2),
-                     context_probs=norm(p.context_probs))
+    """The problem in float64 with every distribution re-normalized there
+    (:func:`copg_jax.dtypes.in_float64`). Call inside ``jax.enable_x64``."""
+    return dtypes.in_float64(problem, ("ref_probs", "mu1", "mu2", "context_probs"))
 
 
 def _check_table(name: str, a, shape: tuple[int, int], probs: bool) -> None:

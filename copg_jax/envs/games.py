@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from copg_jax import dtypes
 from copg_jax import validation as v
 from copg_jax.dtypes import as_float, float_dtype
 
@@ -134,6 +135,14 @@ def make_game(P, ref_probs=None) -> PreferenceGame:
 
 
 # ---------------------------------------------------------------------------- constructors
+
+
+def in_float64(game: PreferenceGame) -> PreferenceGame:
+    """The game in float64: ``μ`` re-normalized and ``P`` made exactly complementary
+    again, ``P ← (P + 1 − Pᵀ)/2`` (a float32 ``P[y, y'] + P[y', y]`` is 1 only to ~1e-8,
+    which the skew-symmetric game needs exactly). Call inside ``jax.enable_x64``."""
+    g = dtypes.in_float64(game, ("ref_probs",))
+    return g.replace(P=(g.P + 1.0 - jnp.swapaxes(g.P, -1, -2)) / 2)
 
 
 def bradley_terry(rewards, ref_probs=None) -> PreferenceGame:

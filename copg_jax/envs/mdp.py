@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from copg_jax import dtypes
 from copg_jax import validation as V
 from copg_jax.dtypes import as_float, float_dtype
 
@@ -114,6 +115,12 @@ class Trajectories:
 
 # ----------------------------------------------------------------------------------------
 # Construction and validation
+
+
+def in_float64(mdp: TabularMDP) -> TabularMDP:
+    """The MDP in float64, its transition rows, ``ρ0``, ``π_ref`` and ``μ`` re-normalized
+    there (:func:`copg_jax.dtypes.in_float64`). Call inside ``jax.enable_x64``."""
+    return dtypes.in_float64(mdp, ("T", "rho0", "ref_policy", "behaviour"))
 
 
 def _fmt_shape(x) -> tuple:

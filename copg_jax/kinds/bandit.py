@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from copg_jax.batches import Groups
-from copg_jax.envs.bandit import Bandit, sample_rewards
+from copg_jax.envs.bandit import Bandit, in_float64, sample_rewards
 from copg_jax.exact import bandit as eb
 from copg_jax.exact.common import kl, kl_logits
 from copg_jax.kinds.base import ProblemKind, register_kind
@@ -67,4 +67,5 @@ BANDIT = register_kind(ProblemKind(
     metrics=_metrics,
     behaviour_sample=_behaviour_sample,
     metric_names=("regret", "kl_to_ref", "kl_to_opt", "expected_reward"),
+    in_float64=in_float64,
 ))

@@ -35,6 +35,9 @@ class ProblemKind:
       features(problem) -> ``[X, F]`` context features, the inputs of the non-tabular
         policy classes (:mod:`copg_jax.policies`); None for a kind that has only the
         tabular class.
+      in_float64(problem) -> the problem (or a stacked batch) in float64 with its
+        distributions re-normalized there, for float64 fixed points of float32 problems
+        (:func:`copg_jax.dtypes.in_float64`); None: a plain cast of the floating leaves.
     """
 
     name: str
@@ -47,6 +50,7 @@ class ProblemKind:
     metric_names: tuple[str, ...]
     probs: Callable[[Array], Array] = jax.nn.softmax
     features: Callable[[Any], Array] | None = None
+    in_float64: Callable[[Any], Any] | None = None
 
 
 _KINDS: dict[str, ProblemKind] = {}

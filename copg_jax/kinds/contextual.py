@@ -13,7 +13,12 @@ from __future__ import annotations
 import jax
 
 from copg_jax.batches import ContextGroups
-from copg_jax.envs.contextual import ContextualBandit, context_bandit, per_context
+from copg_jax.envs.contextual import (
+    ContextualBandit,
+    context_bandit,
+    in_float64,
+    per_context,
+)
 from copg_jax.kinds.bandit import BANDIT
 from copg_jax.kinds.base import ProblemKind, register_kind
 from copg_jax.sampling import sample_categorical
@@ -62,4 +67,5 @@ CONTEXTUAL = register_kind(ProblemKind(
     behaviour_sample=_behaviour_sample,
     metric_names=BANDIT.metric_names,
     features=lambda p: p.features,
+    in_float64=in_float64,
 ))

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from copg_jax.batches import Pairs
-from copg_jax.envs.games import PreferenceGame, sample_preferences
+from copg_jax.envs.games import PreferenceGame, in_float64, sample_preferences
 from copg_jax.exact import games as eg
 from copg_jax.kinds.base import ProblemKind, register_kind
 
@@ -87,4 +87,5 @@ GAME = register_kind(ProblemKind(
     metrics=_metrics,
     behaviour_sample=_behaviour_sample,
     metric_names=("gap", "gap_avg", "kl_to_nash"),
+    in_float64=in_float64,
 ))

@@ -24,6 +24,7 @@ from copg_jax.envs.mdp import (
     TabularMDP,
     Trajectories,
     discount_weights,
+    in_float64,
     sample_trajectories,
     time_indexed,
 )
@@ -106,4 +107,5 @@ MDP = register_kind(ProblemKind(
     behaviour_sample=_behaviour_sample,
     metric_names=("regret", "kl_to_ref", "expected_reward"),
     probs=probs,
+    in_float64=in_float64,
 ))
