@@ -248,3 +248,24 @@ def run(main: Callable[[list[str]], None], kind: str | None = None) -> None:
     # absl routes INFO records to stderr; keep jax's backend-probing notes out of it.
     logging.getLogger("jax").setLevel(logging.WARNING)
     app.run(wrapped, flags_parser=parse)
+
+
+def rerun(module: str, flags: list[str], out: Path | str | None = None) -> Path:
+    """Runs ``python -m experiments.<module> --out=<out> --progress=false <flags>`` from
+    the repository root and returns the results folder (default: a new temporary
+    folder). For notebooks: the committed results omit the large ``curves.npz``, so a
+    notebook regenerates a smaller run of the same problem (fewer seeds) in seconds
+    instead of showing no curves. Raises ``RuntimeError`` with the CLI's last stderr
+    line if it fails."""
+    import subprocess
+    import tempfile
+
+    out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=f"{module}_"))
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", f"experiments.{module}", f"--out={out}", "--progress=false",
+           *flags]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"{shlex.join(cmd[1:])} failed: {last}")
+    return out

@@ -259,3 +259,24 @@ def test_library_sweep_fixed_points_of_a_game_are_the_nash_equilibrium():
     assert s["fixed_point_converged_by_instance"] == [True]
     assert s["fixed_point_gap_by_instance"][0] < 1e-12
     assert s["fixed_point_kl_to_nash_by_instance"][0] < 1e-12
+
+
+def test_library_sweep_fixed_points_of_an_mdp_after_renormalizing_float32_rows():
+    """On a float32 Garnet, PMD's and per-state CoPG's fixed point is π* (regret 0 to
+    float64 rounding) once :func:`copg_jax.envs.mdp.in_float64` renormalizes the
+    transition and policy rows; plain CoPG's is biased under stochastic transitions."""
+    import jax
+
+    from copg_jax.envs.mdp import garnet
+
+    mdp = garnet(jax.random.PRNGKey(0), 4, 2, 2, 3)
+    spec = sw.SweepSpec("fp_mdp", methods=["pmd", "copg_per_state", "copg"],
+                        grid={"beta": [0.5], "lr": [0.01], "eta": [1.0]}, num_seeds=1,
+                        cfg=StaticConfig(num_steps=4, log_every=2, batch_size=8,
+                                         dataset_size=16))
+    res = sw.sweep(spec, mdp, None, progress=False, fixed_points=True)
+    ms = res.summary["grid"][0]["methods"]
+    for m in ("pmd", "copg_per_state"):
+        assert ms[m]["fixed_point_converged_by_instance"] == [True], m
+        assert ms[m]["fixed_point_regret_by_instance"][0] < 1e-12, m
+    assert ms["copg"]["fixed_point_regret_by_instance"][0] > 1e-8
