@@ -315,7 +315,8 @@ def _final_vs_beta(path, grid: list[dict], curves, mixes) -> None:
     n = len(groups)
     cols = min(n, 3)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols + 2.5, 4.2 * rows), squeeze=False,
+                             layout="constrained")
     for ax, (rest, gis) in zip(axes.flat, groups.items(), strict=False):
         finals = {m: [stats.units(curves[f"{m}/regret"][gi, :1, :, -1], pool=False)[0]
                       for gi in gis] for m in grid[gis[0]]["methods"]}
@@ -327,9 +328,11 @@ def _final_vs_beta(path, grid: list[dict], curves, mixes) -> None:
                      + textwrap.fill(caption, 90), fontsize=7)
         ax.set_xlabel("β")
         ax.set_ylabel("final regret")
-        ax.legend(fontsize=8, ncol=2)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
+    # One legend for every panel, outside them: inside, it covered the small-regret points.
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside right center",
+               fontsize=8)
     plotting.save(fig, path)
 
 
