@@ -594,7 +594,8 @@ def fixed_point_metrics(
 ) -> list[dict[str, Any]]:
     """Each instance's population fixed point of ``method`` and the problem kind's metrics
     there (``kind.metrics`` at ``θ_fp``, with the average policy equal to ``π_fp``), in
-    float64: one program vmapped over the stacked ``problems`` (leading instance axis),
+    float64: one program vmapped over ``problems``, a stacked batch (a leading instance
+    axis on every array leaf, as :func:`copg_jax.sweep.sweep` holds them),
     compiled once per method (``hp`` is an argument, so every grid point reuses it).
 
     Returns one dict per instance: ``converged``, ``residual`` and each metric of
@@ -602,12 +603,14 @@ def fixed_point_metrics(
     infinity has no finite metrics to report). This is what
     ``copg_jax.sweep(..., fixed_points=True)`` stores as ``fixed_point_<metric>``.
     """
+    (method,) = _methods_for([method], kind)
+    cfg = cfg.replace(mode="exact")
+    _check_config([method], cfg)
     options = SolverOptions.of(options)
     with jax.enable_x64(True):
         batch = (kind.in_float64 or (lambda p: _cast_problem(p, jnp.float64)))(problems)
         h = {k: jnp.asarray(v, jnp.float64) for k, v in method.resolve_hparams(hp).items()}
-        out = jax.device_get(_metrics_program(method, kind, cfg.replace(mode="exact"),
-                                              options)(batch, h))
+        out = jax.device_get(_metrics_program(method, kind, cfg, options)(batch, h))
     converged = np.asarray(out["converged"])
     rows = []
     for i, ok in enumerate(converged):

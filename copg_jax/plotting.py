@@ -220,15 +220,21 @@ def save(fig, path: Path | str) -> None:
 
 
 def sweep_fixed_point(method_summary: Mapping[str, Any], metric: str,
-                      pool_instances: bool) -> float | None:
+                      pool_instances: bool, log: bool = False) -> float | None:
     """The fixed-point line of a library sweep's method entry
-    (``fixed_point_<metric>_by_instance``, from ``sweep(fixed_points=True)``): the mean over
-    the instances (or instance 0's value when they are not pooled, as the curves); None
-    when absent or when any instance's solve did not converge."""
+    (``fixed_point_<metric>_by_instance``, from ``sweep(fixed_points=True)``), aggregated
+    over the instances as the curves are: their mean, or on a log axis their geometric
+    mean (0 when one of them is ≤ 0, which :func:`plot_curves` names "fixed point 0");
+    instance 0's value when the instances are not pooled. None when absent or when a
+    drawn instance's solve did not converge."""
     vals = method_summary.get(f"fixed_point_{metric}_by_instance")
+    vals = vals if pool_instances or not vals else vals[:1]
     if not vals or any(v is None for v in vals):
         return None
-    return float(np.mean(vals if pool_instances else vals[:1]))
+    v = np.asarray(vals, np.float64)
+    if log:
+        return float(np.exp(np.mean(np.log(v)))) if np.all(v > 0) else 0.0
+    return float(np.mean(v))
 
 
 def plot_sweep(result, metric: str = "regret", path: Path | str | None = None, *,
@@ -251,11 +257,13 @@ def plot_sweep(result, metric: str = "regret", path: Path | str | None = None, *
     cols = min(3, len(grid))
     rows = -(-len(grid) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    drawn_fp = False
     for ax, (gi, entry) in zip(axes.flat, enumerate(grid), strict=False):
         runs = {m: stats.units(curves[f"{m}/{metric}"][gi], pool=pool_instances)[0]
                 for m in methods}
-        fps = {m: sweep_fixed_point(s, metric, pool_instances)
+        fps = {m: sweep_fixed_point(s, metric, pool_instances, logy)
                for m, s in entry["methods"].items()}
+        drawn_fp = drawn_fp or any(v is not None for v in fps.values())
         plot_curves(ax, steps, runs, fps, logy=logy)
         ax.set_title(", ".join(f"{k}={v:g}" for k, v in entry["hparams"].items()),
                      fontsize=9)
@@ -265,9 +273,8 @@ def plot_sweep(result, metric: str = "regret", path: Path | str | None = None, *
         ax.axis("off")
     axes[0][0].legend(fontsize=7)
     many = pool_instances and np.shape(curves[f"{methods[0]}/{metric}"])[1] > 1
-    has_fp = any(f"fixed_point_{metric}_by_instance" in s for s in grid[0]["methods"].values())
-    dashed = (f"; dashed: population fixed point{' (mean over instances)' if many else ''}"
-              if has_fp else "")
+    over = f" ({'geometric ' if logy else ''}mean over instances)" if many else ""
+    dashed = f"; dashed: population fixed point{over}" if drawn_fp else ""
     fig.suptitle(f"{summary.get('experiment', 'sweep')}: "
                  f"{band_caption(grid[0]['methods'], log=logy)}{dashed}", fontsize=9)
     if path is not None:

@@ -402,15 +402,13 @@ def sweep(
     spec = dataclasses.replace(spec, problem_kind=kind.name)
     methods = validate(spec)
     problem_batch = _stack(problem_list)
-    if fixed_points:
-        method_summary = _with_fixed_points(spec, methods, kind, problem_batch, method_summary,
-                                            progress)
+    fixed_point_cfgs = _fixed_point_cfgs(spec, methods) if fixed_points else None
     config = _config(spec, problem_batch, extra_config)
     out_path = rs.check_out(out) if out is not None else None
     run = functools.partial(
         _run, spec, methods, len(problem_list), problem_batch, config, progress=progress,
         method_summary=method_summary, summary_extra=summary_extra, check_nans=check_nans,
-        on_start=on_start)
+        on_start=on_start, fixed_point_cfgs=fixed_point_cfgs)
     if out_path is None:
         return run(None, "new")
     state = rs.prepare_folder(out_path, config, resume=resume, overwrite=overwrite)
@@ -432,7 +430,8 @@ def _config(spec: SweepSpec, problem_batch, extra_config: Mapping[str, Any] | No
 
 def _run(spec: SweepSpec, methods: list[Method], num_instances: int, problem_batch,
          config: dict, out_path: Path | None, state: str, *, progress: bool,
-         method_summary, summary_extra, check_nans: bool, on_start) -> SweepResult:
+         method_summary, summary_extra, check_nans: bool, on_start,
+         fixed_point_cfgs: dict[str, StaticConfig] | None = None) -> SweepResult:
     """The sweep proper, into an accepted and locked ``out_path`` (or none). Curves are
     written before anything that follows the sweep (``method_summary``), whose failures
     are recorded in ``summary["errors"]`` instead of losing the curves; with
@@ -466,39 +465,47 @@ def _run(spec: SweepSpec, methods: list[Method], num_instances: int, problem_bat
         rs.write_summary(out_path, summary)
         shutil.rmtree(out_path / rs.CHECKPOINT, ignore_errors=True)
     if method_summary is not None:
-        t0 = time.perf_counter()
         _add_method_summaries(summary, spec, methods, method_summary)
-        if getattr(method_summary, "fixed_points", False):
-            summary["timing"]["fixed_point_s"] = time.perf_counter() - t0
-        if out_path is not None:
-            rs.write_summary(out_path, summary)
+    if fixed_point_cfgs is not None:
+        t0 = time.perf_counter()
+        solve = _fixed_point_summary(get_kind(spec.problem_kind), problem_batch,
+                                     fixed_point_cfgs, progress)
+        _add_method_summaries(summary, spec, methods, solve, stage="fixed_points")
+        summary["timing"]["fixed_point_s"] = time.perf_counter() - t0
+    if out_path is not None and (method_summary is not None or fixed_point_cfgs is not None):
+        rs.write_summary(out_path, summary)
     return SweepResult(summary, curves, out_path)
 
 
-def _with_fixed_points(spec: SweepSpec, methods: Sequence[Method], kind: ProblemKind,
-                       problem_batch, method_summary,
-                       progress: bool) -> Callable[[str, dict], dict]:
-    """``method_summary`` (if any) plus each method's fixed-point metrics per instance
-    (``sweep(fixed_points=True)``); the checks run now, before anything is computed."""
+def _fixed_point_cfgs(spec: SweepSpec, methods: Sequence[Method]) -> dict[str, StaticConfig]:
+    """Each method's config for ``sweep(fixed_points=True)`` (its ``method_cfg`` overrides
+    included, exact mode), checked before anything runs."""
     from copg_jax import fixed_point as fp_lib
 
-    if not spec.cfg.policy.tabular:
-        raise ValueError(f"fixed_points: the sweep solves tabular fixed points; policy "
-                         f"{spec.cfg.policy.name!r} needs copg_jax.class_fixed_point")
-    fp_lib._check_config(methods, spec.cfg.replace(mode="exact"))  # e.g. a decaying step
-    by_name = {m.name: m for m in methods}
+    cfgs = {m.name: method_config(spec, m).replace(mode="exact") for m in methods}
+    for m in methods:
+        if not cfgs[m.name].policy.tabular:
+            raise ValueError(f"fixed_points: the sweep solves tabular fixed points; policy "
+                             f"{cfgs[m.name].policy.name!r} ({m.name}) needs "
+                             "copg_jax.class_fixed_point")
+        fp_lib._check_config([m], cfgs[m.name])  # e.g. a closed form with a decaying step
+    return cfgs
+
+
+def _fixed_point_summary(kind: ProblemKind, problem_batch, cfgs: Mapping[str, StaticConfig],
+                         progress: bool) -> Callable[[str, dict], dict]:
+    """``(method, hparams) -> {fixed_point_<metric>_by_instance, ...}``
+    (:func:`copg_jax.fixed_point.fixed_point_metrics`)."""
+    from copg_jax import fixed_point as fp_lib
 
     def summarize(name: str, hp: dict) -> dict:
-        out = dict(method_summary(name, hp)) if method_summary is not None else {}
-        hps = ", ".join(f"{k}={float(v):g}" for k, v in hp.items())
         if progress:
+            hps = ", ".join(f"{k}={float(v):g}" for k, v in hp.items())
             print(f"fixed points: {name} ({hps})", file=sys.stderr, flush=True)
-        rows = fp_lib.fixed_point_metrics(by_name[name], problem_batch, hp, spec.cfg, kind)
-        for key in rows[0]:
-            out[f"fixed_point_{key}_by_instance"] = [r[key] for r in rows]
-        return out
+        rows = fp_lib.fixed_point_metrics(get_method(name, kind.name), problem_batch, hp,
+                                          cfgs[name], kind)
+        return {f"fixed_point_{key}_by_instance": [r[key] for r in rows] for key in rows[0]}
 
-    summarize.fixed_points = True
     return summarize
 
 
@@ -745,10 +752,13 @@ def _grid_summary(spec: SweepSpec, methods: Sequence[Method], per_method: Curves
 
 
 def _add_method_summaries(summary: dict, spec: SweepSpec, methods: Sequence[Method],
-                          method_summary: Callable[[str, dict[str, float]], dict]) -> None:
+                          method_summary: Callable[[str, dict[str, float]], dict],
+                          stage: str = "method_summary") -> None:
     """Merges ``method_summary(method, hparams)`` into each grid entry; a failure is
-    recorded (``<entry>["methods"][m]["summary_error"]`` and ``summary["errors"]``) and
-    reported on stderr, and the other methods still get theirs."""
+    recorded (``<entry>["methods"][m]["summary_error"]``, or ``"fixed_point_error"`` for
+    ``stage="fixed_points"``, and ``summary["errors"]``) and reported on stderr, and the
+    other methods still get theirs."""
+    error_key = "summary_error" if stage == "method_summary" else "fixed_point_error"
     for gi, point in enumerate(spec.grid_points()):
         for m in methods:
             hp = spec.resolved_hparams(m, point)
@@ -757,10 +767,9 @@ def _add_method_summaries(summary: dict, spec: SweepSpec, methods: Sequence[Meth
                 stats.update(method_summary(m.name, hp))
             except Exception as e:  # noqa: BLE001 - recorded and reported, never lost
                 msg = f"{type(e).__name__}: {e}"
-                stats["summary_error"] = msg
+                stats[error_key] = msg
                 summary.setdefault("errors", []).append(
-                    {"method": m.name, "hparams": hp, "stage": "method_summary",
-                     "error": msg})
+                    {"method": m.name, "hparams": hp, "stage": stage, "error": msg})
                 print(f"warning: {m.name} at {hp}: {msg}", file=sys.stderr, flush=True)
 
 

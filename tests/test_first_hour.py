@@ -235,7 +235,8 @@ def test_library_sweep_solves_fixed_points_and_plots_them(tmp_path):
     fig = res.plot("regret", tmp_path / "regret.png")
     dashed = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_linestyle() == "--"]
     assert len(dashed) >= 2  # IPO's line in each panel (0 is a legend note on a log axis)
-    assert "dashed: population fixed point (mean over instances)" in fig.texts[0].get_text()
+    caption = fig.texts[0].get_text()
+    assert "dashed: population fixed point (geometric mean over instances)" in caption
     ctx = random_contextual_bandit(jax.random.PRNGKey(0), 3, 3, 2)
     mlp = dataclasses.replace(spec, methods=["copg"], grid={"beta": [0.5]},
                               cfg=spec.cfg.replace(policy=PolicySpec("mlp")))
@@ -280,3 +281,19 @@ def test_library_sweep_fixed_points_of_an_mdp_after_renormalizing_float32_rows()
         assert ms[m]["fixed_point_converged_by_instance"] == [True], m
         assert ms[m]["fixed_point_regret_by_instance"][0] < 1e-12, m
     assert ms["copg"]["fixed_point_regret_by_instance"][0] > 1e-8
+
+
+def test_library_sweep_fixed_points_use_each_methods_own_config():
+    """A ``method_cfg`` override (DPO on pairs inside a k = 4 sweep) is the config its fixed
+    point is solved under, as its runs are: the sweep is not refused, and DPO's fixed point
+    on the paper bandit is π* (its population loss is minimized by π*)."""
+    spec = sw.SweepSpec("fp_cfg", methods=["rloo", "dpo"], grid={"beta": [0.5], "lr": [1e-2]},
+                        cfg=StaticConfig(num_steps=4, log_every=2, batch_size=8,
+                                         dataset_size=16, num_samples=4),
+                        method_cfg={"dpo": {"num_samples": 2}})
+    res = sw.sweep(spec, paper_bandit(), None, progress=False, fixed_points=True)
+    ms = res.summary["grid"][0]["methods"]
+    assert "errors" not in res.summary
+    for m in ("rloo", "dpo"):
+        assert ms[m]["fixed_point_converged_by_instance"] == [True], m
+        assert ms[m]["fixed_point_regret_by_instance"][0] < 1e-10, m
