@@ -397,16 +397,12 @@ def sweep(
         policy class: :mod:`copg_jax.class_fixed_point`). Its time is
         ``timing["fixed_point_s"]``.
     """
-    problem_list = _problem_list(problems)
-    kind = resolve_kind(spec, problem_list)
-    spec = dataclasses.replace(spec, problem_kind=kind.name)
-    methods = validate(spec)
-    problem_batch = _stack(problem_list)
-    fixed_point_cfgs = _fixed_point_cfgs(spec, methods) if fixed_points else None
+    spec, methods, num_problems, problem_batch, fixed_point_cfgs = _prepare(
+        spec, problems, fixed_points)
     config = _config(spec, problem_batch, extra_config)
     out_path = rs.check_out(out) if out is not None else None
     run = functools.partial(
-        _run, spec, methods, len(problem_list), problem_batch, config, progress=progress,
+        _run, spec, methods, num_problems, problem_batch, config, progress=progress,
         method_summary=method_summary, summary_extra=summary_extra, check_nans=check_nans,
         on_start=on_start, fixed_point_cfgs=fixed_point_cfgs)
     if out_path is None:
@@ -416,6 +412,19 @@ def sweep(
         return run(out_path, state)
     finally:
         rs.unlock_folder(out_path)
+
+
+def _prepare(spec: SweepSpec, problems, fixed_points: bool):
+    """Validates ``spec`` against the problems (kind, methods, fixed-point configs) and
+    stacks them: ``(spec with its kind, methods, number of problems, stacked batch,
+    per-method fixed-point configs or None)``."""
+    problem_list = _problem_list(problems)
+    kind = resolve_kind(spec, problem_list)
+    spec = dataclasses.replace(spec, problem_kind=kind.name)
+    methods = validate(spec)
+    problem_batch = _stack(problem_list)
+    fixed_point_cfgs = _fixed_point_cfgs(spec, methods) if fixed_points else None
+    return spec, methods, len(problem_list), problem_batch, fixed_point_cfgs
 
 
 def _config(spec: SweepSpec, problem_batch, extra_config: Mapping[str, Any] | None) -> dict:
