@@ -146,7 +146,7 @@ def make_games() -> tuple[str, list[games_env.PreferenceGame], dict]:
             raise ValueError(f"--num_actions: must be an integer >= 2, got {k!r}")
         check_seed("--game_seed", FLAGS.game_seed)
         base = jax.random.PRNGKey(FLAGS.game_seed)
-        games = [games_env.egpo_random(jax.random.fold_in(base, i), k) for i in range(n)]
+        games = games_env.egpo_random_games(base, n, k)
         return name, games, {"num_games": n, "num_actions": k, "game_seed": FLAGS.game_seed}
     if name == "dice":
         return name, [games_env.nontransitive_dice()], {}

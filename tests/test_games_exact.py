@@ -135,6 +135,21 @@ def test_egpo_random_structure_and_vmap():
     G.make_game(P[3], games.ref_probs[3])  # passes validation
 
 
+def test_egpo_random_games_equal_the_games_drawn_one_by_one():
+    """The CLI's batched builder: one compiled program, bitwise the games of
+    ``egpo_random(fold_in(base, i), K)`` called eagerly, as the CLI did before (the committed
+    results' problem digest; a jitted ``egpo_random`` fuses the softmax and may differ in
+    the last bit)."""
+    from copg_jax.envs.games import egpo_random_games
+
+    base = jax.random.PRNGKey(3)
+    batch = egpo_random_games(base, 4, 6)
+    for i, g in enumerate(batch):
+        one = G.egpo_random(jax.random.fold_in(base, i), 6)
+        np.testing.assert_array_equal(g.P, one.P)
+        np.testing.assert_array_equal(g.ref_probs, one.ref_probs)
+
+
 def test_sample_preferences_frequencies_and_shapes():
     g = G.nontransitive_dice()
     y = jnp.array([[0, 1, 2], [0, 0, 1]])
