@@ -11,7 +11,10 @@ exactly the numbers it would get if it ran alone with the same key.
 
 Loop structure: ``lax.scan`` over logging chunks, each an inner ``lax.scan`` over
 ``cfg.log_every`` updates; metrics are recorded at step 0 and after every chunk, never
-every step. The step index comes from the scan's ``xs`` and is therefore *unbatched*
+every step. Where a run's logits are small (:data:`DEFER_MAX`) a logged step only keeps
+its logits and average iterate, and the metrics of a chunk's logged steps are computed after
+the loop, vectorized (:func:`metrics_of_snapshots`), so that logging every step costs little
+more than not logging. The step index comes from the scan's ``xs`` and is therefore *unbatched*
 under ``vmap``: the epoch reshuffle behind ``lax.cond`` stays a real branch (taken once
 per epoch) instead of becoming a ``select`` that reshuffles at every step.
 
@@ -233,6 +236,39 @@ def compute_metrics(problem, hp, cfg: StaticConfig, state: TrainState, target) -
     return kind_of(problem).metrics(problem, logits, state.avg_probs, hp, target)
 
 
+#: Logged snapshots become metrics after a chunk's loop in blocks of about this many logit
+#: values per run (:func:`metrics_of_snapshots`).
+METRICS_BLOCK = 4096
+#: The largest logits (values per run) whose logged snapshots are kept for metrics after the
+#: loop; larger ones (the toy LM's prefixes) get their metrics inside the loop, as they
+#: would otherwise hold ``logs_per_chunk`` copies of the logits per run.
+DEFER_MAX = 1024
+
+
+def defers_metrics(problem, cfg: StaticConfig, state: TrainState) -> bool:
+    """Whether a logged step keeps a snapshot (small logits) or its metrics (static)."""
+    shape = jax.eval_shape(lambda w: policy_logits(problem, cfg, w), state.params).shape
+    return int(np.prod(shape)) <= DEFER_MAX
+
+
+def snapshot(problem, cfg: StaticConfig, state: TrainState) -> tuple[Array, Array]:
+    """What the metrics of a logged step read: ``(θ(w), π̄)``."""
+    return policy_logits(problem, cfg, state.params), state.avg_probs
+
+
+def metrics_of_snapshots(problem, hp, target, logits: Array, avg_probs: Array) -> dict:
+    """The kind's metrics of ``L`` logged snapshots (leading axis ``L``), computed after the
+    loop instead of inside it: each logged step then costs one copy of its logits, not a
+    serial evaluation of the metrics (the duality gap of a game is ~5× the cost of its
+    update). Blocks of :data:`METRICS_BLOCK` logits per run are vmapped (``lax.map``), so
+    large enumerations (the toy LM) still go one snapshot at a time."""
+    kind = kind_of(problem)
+    size = int(np.prod(logits.shape[1:]))
+    block = max(1, min(logits.shape[0], METRICS_BLOCK // max(size, 1)))
+    return jax.lax.map(lambda s: kind.metrics(problem, s[0], s[1], hp, target),
+                       (logits, avg_probs), batch_size=block)
+
+
 class Group(NamedTuple):
     """Methods trained side by side in one program (static)."""
 
@@ -321,12 +357,18 @@ def run_group_chunk(group: Group, problem, hps: Sequence, gstate: GroupState, ta
     def outer(gs: GroupState, i):
         ts = start + i * log_every + jnp.arange(log_every, dtype=jnp.int32)
         gs, _ = jax.lax.scan(inner, gs, ts)
-        ms = {m.name: compute_metrics(problem, hp, c, st, tg)
-              for m, c, hp, st, tg in zip(group.methods, group.cfgs, hps, gs.states, targets,
-                                          strict=True)}
-        return gs, ms
+        return gs, tuple(snapshot(problem, c, st) if defer else
+                         compute_metrics(problem, hp, c, st, tg)
+                         for c, hp, st, tg, defer in zip(group.cfgs, hps, gs.states, targets,
+                                                         deferred, strict=True))
 
-    return jax.lax.scan(outer, gstate, jnp.arange(num_logs, dtype=jnp.int32))
+    deferred = [defers_metrics(problem, c, st) for c, st in zip(group.cfgs, gstate.states,
+                                                                 strict=True)]
+    gstate, logged = jax.lax.scan(outer, gstate, jnp.arange(num_logs, dtype=jnp.int32))
+    ms = {m.name: metrics_of_snapshots(problem, hp, tg, *out) if defer else out
+          for m, hp, tg, out, defer in zip(group.methods, hps, targets, logged, deferred,
+                                           strict=True)}
+    return gstate, ms
 
 
 def run_group(group: Group, problem, hps: Sequence, key) -> tuple[GroupState, dict, tuple]:

@@ -455,3 +455,26 @@ def test_exact_only_config_errors():
     hp = {"tau": jnp.asarray(0.5), "eta": jnp.asarray(0.1)}
     ctx = Ctx(None, hp, StaticConfig(eta_schedule="nash_md"), 2)
     assert gm.step_size(ctx) == pytest.approx(1.0)
+
+
+def test_logging_every_step_keeps_the_trajectory_and_the_metrics():
+    """Metrics are computed after the loop from logged snapshots (train.metrics_of_snapshots):
+    logging every update leaves the trajectory bitwise unchanged, and the metrics at the
+    common logged steps equal those of logging every 10 updates to float32 rounding of
+    their evaluation (a few ulps of the O(1) terms of the gap: 1e-6 absolute)."""
+    game = with_labels(egpo_random(jax.random.PRNGKey(2), 6), "probability")
+    hp = {"tau": 0.05, "lr": 0.1}
+    runs = {every: train("egpo", game, hp, StaticConfig(mode="sampled", num_steps=40,
+                                                       log_every=every, batch_size=16), seed=4)
+            for every in (1, 10)}
+    np.testing.assert_array_equal(runs[1].state.params, runs[10].state.params)
+    np.testing.assert_array_equal(runs[1].state.avg_probs, runs[10].state.avg_probs)
+    for name in GAME.metric_names:
+        fine, coarse = np.asarray(runs[1].metrics[name]), np.asarray(runs[10].metrics[name])
+        assert fine.shape == (41,) and coarse.shape == (5,)
+        np.testing.assert_allclose(fine[::10], coarse, rtol=1e-5, atol=1e-6, err_msg=name)
+    # The last logged metrics are those of the final state, computed directly.
+    direct = GAME.metrics(game, runs[1].state.params, runs[1].state.avg_probs, to_hparams(
+        get_method("egpo", "game"), hp), runs[1].target)
+    for name, value in direct.items():
+        np.testing.assert_allclose(runs[1].metrics[name][-1], value, rtol=1e-5, atol=1e-6)
