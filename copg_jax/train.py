@@ -260,13 +260,38 @@ def metrics_of_snapshots(problem, hp, target, logits: Array, avg_probs: Array) -
     """The kind's metrics of ``L`` logged snapshots (leading axis ``L``), computed after the
     loop instead of inside it: each logged step then costs one copy of its logits, not a
     serial evaluation of the metrics (the duality gap of a game is ~5× the cost of its
-    update). Blocks of :data:`METRICS_BLOCK` logits per run are vmapped (``lax.map``), so
-    large enumerations (the toy LM) still go one snapshot at a time."""
+    update). Blocks of :data:`METRICS_BLOCK` logit values per run are vmapped
+    (``lax.map``)."""
     kind = kind_of(problem)
     size = int(np.prod(logits.shape[1:]))
     block = max(1, min(logits.shape[0], METRICS_BLOCK // max(size, 1)))
     return jax.lax.map(lambda s: kind.metrics(problem, s[0], s[1], hp, target),
                        (logits, avg_probs), batch_size=block)
+
+
+def _stack(*xs) -> Array:
+    return jnp.stack([jnp.asarray(x) for x in xs])
+
+
+def over_methods(problem, hps: Sequence, fn, *per_method: Sequence) -> list:
+    """``[fn(hp_i, *args_i)]`` for the methods ``i`` of a run (``per_method``: one sequence
+    per argument, one entry per method).
+
+    Where the kind names the hyperparameters its targets and metrics read
+    (``ProblemKind.reads``), every method has them and the arguments of all methods have
+    the same shapes, ``fn`` is one call vmapped over the methods, with ``hp`` holding only
+    those hyperparameters: an iterative solve (a game's Nash target) or a duality gap is
+    then traced and compiled once per run instead of once per method (the same values, to
+    float32 rounding of the batched evaluation)."""
+    reads = kind_of(problem).reads
+    args = list(zip(*per_method, strict=True)) if per_method else [()] * len(hps)
+    shapes = {str(jax.eval_shape(lambda a: a, a)) for a in args}
+    if reads is None or len(hps) < 2 or len(shapes) > 1 or \
+            any(r not in hp for hp in hps for r in reads):
+        return [fn(hp, *a) for hp, a in zip(hps, args, strict=True)]
+    hp = {r: _stack(*(h[r] for h in hps)) for r in reads}
+    out = jax.vmap(fn)(hp, *(jax.tree_util.tree_map(_stack, *col) for col in per_method))
+    return [jax.tree_util.tree_map(lambda x, i=i: x[i], out) for i in range(len(hps))]
 
 
 class Group(NamedTuple):
@@ -307,14 +332,16 @@ def init_group(group: Group, problem, hps: Sequence, key) -> tuple[GroupState, t
     """Initial states, targets and step-0 metrics ``{method: {metric: scalar}}``."""
     d = group.data_cfg
     data = init_data(problem, d, key) if d is not None else None
-    states, targets, m0 = [], [], {}
-    for m, c, hp in zip(group.methods, group.cfgs, hps, strict=True):
-        target = kind_of(problem).target(problem, hp)
-        st = init_state(m, problem, hp, c, key)
-        states.append(st)
-        targets.append(target)
-        m0[m.name] = compute_metrics(problem, hp, c, st, target)
-    return GroupState(tuple(states), data), tuple(targets), m0
+    kind = kind_of(problem)
+    targets = over_methods(problem, hps, lambda hp: kind.target(problem, hp))
+    states = [init_state(m, problem, hp, c, key)
+              for m, c, hp in zip(group.methods, group.cfgs, hps, strict=True)]
+    logits, avg = zip(*(snapshot(problem, c, st) for c, st in zip(group.cfgs, states,
+                                                                   strict=True)), strict=True)
+    m0 = over_methods(problem, hps, lambda hp, lg, av, tg: kind.metrics(problem, lg, av, hp, tg),
+                      logits, avg, targets)
+    return (GroupState(tuple(states), data), tuple(targets),
+            {m.name: x for m, x in zip(group.methods, m0, strict=True)})
 
 
 def chunk_epochs(group: Group, start: int, num_logs: int) -> tuple[int, int]:
@@ -365,10 +392,13 @@ def run_group_chunk(group: Group, problem, hps: Sequence, gstate: GroupState, ta
     deferred = [defers_metrics(problem, c, st) for c, st in zip(group.cfgs, gstate.states,
                                                                  strict=True)]
     gstate, logged = jax.lax.scan(outer, gstate, jnp.arange(num_logs, dtype=jnp.int32))
-    ms = {m.name: metrics_of_snapshots(problem, hp, tg, *out) if defer else out
-          for m, hp, tg, out, defer in zip(group.methods, hps, targets, logged, deferred,
-                                           strict=True)}
-    return gstate, ms
+    if all(deferred):
+        ms = over_methods(problem, hps, lambda hp, snap, tg: metrics_of_snapshots(
+            problem, hp, tg, *snap), logged, targets)
+    else:
+        ms = [metrics_of_snapshots(problem, hp, tg, *out) if defer else out
+              for hp, tg, out, defer in zip(hps, targets, logged, deferred, strict=True)]
+    return gstate, {m.name: x for m, x in zip(group.methods, ms, strict=True)}
 
 
 def run_group(group: Group, problem, hps: Sequence, key) -> tuple[GroupState, dict, tuple]:

@@ -478,3 +478,28 @@ def test_logging_every_step_keeps_the_trajectory_and_the_metrics():
         get_method("egpo", "game"), hp), runs[1].target)
     for name, value in direct.items():
         np.testing.assert_allclose(runs[1].metrics[name][-1], value, rtol=1e-5, atol=1e-6)
+
+
+def test_targets_and_metrics_vmapped_over_methods_equal_one_call_per_method():
+    """train.over_methods (the game kind reads only τ): the Nash targets and the metrics of
+    several methods from one call vmapped over the methods equal one call per method, to
+    float32 rounding (the target ≈ eps/τ as solve_nash states, the gap a few ulps)."""
+    from copg_jax import train as tr
+
+    game = egpo_random(jax.random.PRNGKey(5), 6)
+    hps = [{"tau": jnp.float32(t), "lr": jnp.float32(0.1)} for t in (0.1, 0.05, 0.1)]
+    logits = [jax.random.normal(jax.random.PRNGKey(i), (6,)) for i in range(3)]
+    avg = [jax.nn.softmax(x) for x in logits]
+    batched = tr.over_methods(game, hps, lambda hp: GAME.target(game, hp))
+    one = [GAME.target(game, hp) for hp in hps]
+    for b, o in zip(batched, one, strict=True):
+        np.testing.assert_allclose(b["log_probs"], o["log_probs"], rtol=0, atol=1e-4)
+    ms = tr.over_methods(game, hps, lambda hp, lg, av, tg: GAME.metrics(game, lg, av, hp, tg),
+                         logits, avg, one)
+    for m, hp, lg, av, tg in zip(ms, hps, logits, avg, one, strict=True):
+        for name, value in GAME.metrics(game, lg, av, hp, tg).items():
+            np.testing.assert_allclose(m[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    # Arguments of different shapes (or one method) fall back to one call per method.
+    shapes = tr.over_methods(game, hps[:2], lambda hp, x: x.sum() * hp["lr"],
+                             [jnp.ones(3), jnp.ones(4)])
+    assert [float(s) for s in shapes] == pytest.approx([0.3, 0.4])

@@ -38,6 +38,10 @@ class ProblemKind:
       in_float64(problem) -> the problem (or a stacked batch) in float64 with its
         distributions re-normalized there, for float64 fixed points of float32 problems
         (:func:`copg_jax.dtypes.in_float64`); None: a plain cast of the floating leaves.
+      reads: the hyperparameters ``target`` and ``metrics`` read, where they are worth
+        tracing once per run: a run's methods then get their targets and metrics from one
+        call vmapped over the methods (:func:`copg_jax.train.over_methods`); None: one
+        call per method.
     """
 
     name: str
@@ -51,6 +55,7 @@ class ProblemKind:
     probs: Callable[[Array], Array] = jax.nn.softmax
     features: Callable[[Any], Array] | None = None
     in_float64: Callable[[Any], Any] | None = None
+    reads: tuple[str, ...] | None = None
 
 
 _KINDS: dict[str, ProblemKind] = {}

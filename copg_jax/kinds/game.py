@@ -88,4 +88,5 @@ GAME = register_kind(ProblemKind(
     behaviour_sample=_behaviour_sample,
     metric_names=("gap", "gap_avg", "kl_to_nash"),
     in_float64=in_float64,
+    reads=("tau",),  # the Nash solve and the duality gap: traced once per run
 ))
