@@ -134,6 +134,20 @@ def _note_hidden(ax) -> None:
                 textcoords="offset points", ha="right", va="top", fontsize=6)
 
 
+#: A curve of more logged points is drawn at this many evenly spaced ones (the band and the
+#: mean are computed from every point first); a panel is ~650 pixels wide, and a line of
+#: 100,000 points (a game logged at every iteration) cost seconds of ``savefig``.
+MAX_DRAWN = 5000
+
+
+def drawn(n: int) -> np.ndarray:
+    """Indices of the logged points drawn: all of them up to :data:`MAX_DRAWN`, else that
+    many evenly spaced, first and last included."""
+    if n <= MAX_DRAWN:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, MAX_DRAWN).round().astype(np.int64))
+
+
 def plot_curves(
     ax,
     steps: np.ndarray,
@@ -150,7 +164,8 @@ def plot_curves(
     :func:`resolution` are marked ▼ and a fixed point there is not drawn but its legend
     entry says ``fixed point 0``. ``res`` overrides :func:`resolution` (0: only values
     ≤ 0 are marked, for a quantity that is not a difference of O(1) numbers). Returns
-    the number of methods with marked steps."""
+    the number of methods with marked steps. A curve of more than :data:`MAX_DRAWN` logged
+    points is drawn at that many of them (:func:`drawn`)."""
     marked = 0
     for name, y in runs.items():
         st = method_style(name)
@@ -160,8 +175,10 @@ def plot_curves(
         fp = (fixed_points or {}).get(name)
         if fp is not None and logy and fp <= y_res:
             label, fp = f"{label} (fixed point 0)", None
-        ax.plot(steps, m, lw=1.8, label=label, **st)
-        ax.fill_between(steps, lo, hi, color=st["color"], alpha=0.25, lw=0)
+        i = drawn(len(steps))
+        ax.plot(np.asarray(steps)[i], m[i], lw=1.8, label=label, **st)
+        ax.fill_between(np.asarray(steps)[i], lo[i], hi[i], color=st["color"], alpha=0.25,
+                        lw=0)
         if fp is not None:
             ax.axhline(fp, color=st["color"], ls="--", lw=0.9, alpha=0.9)
         if hidden.any():

@@ -622,3 +622,16 @@ def test_band_caption_names_every_band_and_its_exceptions():
     assert caption.startswith("mean and band over seeds (Student t, n=100)")
     assert "copg_exact: none (deterministic)" in caption.replace("\n", " ")
     assert all(len(line) <= 120 for line in caption.splitlines())
+
+
+def test_long_curves_are_drawn_at_evenly_spaced_points_first_and_last_included():
+    """plotting.drawn: every point up to MAX_DRAWN, else MAX_DRAWN evenly spaced ones (the
+    first and the last logged step always among them, spacing within one of n/MAX_DRAWN)."""
+    from copg_jax import plotting
+
+    np.testing.assert_array_equal(plotting.drawn(7), np.arange(7))
+    n = 100_001
+    i = plotting.drawn(n)
+    assert i[0] == 0 and i[-1] == n - 1 and len(i) == plotting.MAX_DRAWN
+    gaps = np.diff(i)
+    assert gaps.min() >= 1 and gaps.max() - gaps.min() <= 1
