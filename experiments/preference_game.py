@@ -284,6 +284,36 @@ def equilibria(games, taus) -> dict[str, list[list[float]]]:
     return out
 
 
+def sweep_and_equilibria(spec: SweepSpec, games: list, extra: dict, folder):
+    """The sweep (all methods in one program, checkpointed in ``folder``; ``--resume``
+    continues it) and, in a thread beside it, the float64 equilibria π*_τ of its summary
+    (their solve and compile overlap the sweep's; a failed solve is raised after it).
+    Returns ``(result, nash seconds, sweep wall seconds)``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    taus = spec.grid["tau"]
+
+    def timed_equilibria():
+        t0 = time.perf_counter()
+        return equilibria(games, taus), time.perf_counter() - t0
+
+    summary_extra = {
+        "nash": None,  # filled in below, at this place in summary.json
+        "games": {"P": [np.asarray(g.P, np.float64).tolist() for g in games],
+                  "ref_probs": [np.asarray(g.ref_probs, np.float64).tolist() for g in games]},
+    }
+    if extra["game"] == "bt":
+        summary_extra["pi_star_bandit"] = bandit_optima(extra["rewards"], taus)
+    with ThreadPoolExecutor(1) as pool:
+        nash = pool.submit(timed_equilibria)
+        t0 = time.perf_counter()
+        result = sweep(spec, games, folder, resume=FLAGS.resume, overwrite=True,
+                       progress=FLAGS.progress, extra_config=extra, summary_extra=summary_extra)
+        wall = time.perf_counter() - t0
+        result.summary["nash"], t_nash = nash.result()
+    return result, t_nash, wall
+
+
 def bandit_optima(rewards, taus) -> dict[str, list[float]]:
     """The bandit optimum ``π* ∝ μ exp(R/β)`` (uniform μ) with β = τ."""
     r = np.asarray(rewards, np.float64)
@@ -398,23 +428,7 @@ def main(argv) -> None:
     partial = out / "partial"
     if not FLAGS.resume:
         shutil.rmtree(partial, ignore_errors=True)
-    taus = spec.grid["tau"]
-    t0 = time.perf_counter()
-    nash = equilibria(games, taus)
-    t_nash = time.perf_counter() - t0
-    summary_extra = {
-        "nash": nash,
-        "games": {"P": [np.asarray(g.P, np.float64).tolist() for g in games],
-                  "ref_probs": [np.asarray(g.ref_probs, np.float64).tolist() for g in games]},
-    }
-    if extra["game"] == "bt":
-        summary_extra["pi_star_bandit"] = bandit_optima(extra["rewards"], taus)
-    # One sweep (all methods in one program), checkpointed under out/partial/sweep
-    # (--resume continues it); its summary gets the run's config below.
-    t0 = time.perf_counter()
-    result = sweep(spec, games, partial / "sweep", resume=FLAGS.resume, overwrite=True,
-                   progress=FLAGS.progress, extra_config=extra, summary_extra=summary_extra)
-    wall = time.perf_counter() - t0
+    result, t_nash, wall = sweep_and_equilibria(spec, games, extra, partial / "sweep")
     summary = dict(result.summary)
     summary["config"] = config
     summary["timing"] = {**summary["timing"], "nash_s": t_nash, "sweeps_wall_s": wall}
