@@ -156,7 +156,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="shorter NumPy runs and scaling")
     ap.add_argument("--json", default=str(OUT / "benchmarks.json"))
-    ap.add_argument("--only", default=None, help="comma list of W1,W2,W3,W4,W5,scaling")
+    ap.add_argument("--only", default=None, help="comma list of W1,W2,W3,W4,W5,W6,scaling")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -164,7 +164,7 @@ def main(argv=None) -> None:
         rec["peak_mb"] = rec.get("peak_mb") or _peak_mb()
         print("RESULT " + json.dumps(rec), flush=True)
         return
-    only = set((args.only or "W1,W2,W3,W4,W5,scaling").split(","))
+    only = set((args.only or "W1,W2,W3,W4,W5,W6,scaling").split(","))
     rows, raw = [], {}
 
     def go(name):
@@ -219,6 +219,17 @@ def main(argv=None) -> None:
         if g.get("run_s") and tt.get("run_s"):
             row["ratio_token_tabular_run"] = g["run_s"] / tt["run_s"]
         add("W5 same, per-prefix tables (baseline)", tt)
+    if "W6" in only:
+        from benchmarks import egpo_scale
+
+        print("... W6", file=sys.stderr, flush=True)
+        raw["W6"] = w6 = egpo_scale.run(args.quick)
+        for rec in w6["rows"]:
+            for cache in ("cold", "warm"):
+                add(f"W6 {rec['row']['name']} ({cache} cache)",
+                    {**rec[cache], "updates": rec["row"]["iterations"] * 50},
+                    rec["numpy"])
+        print(egpo_scale.table(w6["lines"]))
     scaling = None
     if "scaling" in only:
         seeds = [1, 10, 100, 1000] + ([] if args.quick else [10_000])
