@@ -260,13 +260,28 @@ def metrics_of_snapshots(problem, hp, target, logits: Array, avg_probs: Array) -
     """The kind's metrics of ``L`` logged snapshots (leading axis ``L``), computed after the
     loop instead of inside it: each logged step then costs one copy of its logits, not a
     serial evaluation of the metrics (the duality gap of a game is ~5× the cost of its
-    update). Blocks of :data:`METRICS_BLOCK` logit values per run are vmapped
-    (``lax.map``)."""
+    update). Blocks of about :data:`METRICS_BLOCK` logit values per run are evaluated
+    together: as one call on ``[K, block]`` where the kind takes policies side by side
+    (``batched_metrics``: the snapshots on the minor axis), else vmapped (``lax.map``)."""
     kind = kind_of(problem)
-    size = int(np.prod(logits.shape[1:]))
-    block = max(1, min(logits.shape[0], METRICS_BLOCK // max(size, 1)))
-    return jax.lax.map(lambda s: kind.metrics(problem, s[0], s[1], hp, target),
-                       (logits, avg_probs), batch_size=block)
+    num, size = logits.shape[0], int(np.prod(logits.shape[1:]))
+    block = max(1, min(num, METRICS_BLOCK // max(size, 1)))
+    if not kind.batched_metrics:
+        return jax.lax.map(lambda s: kind.metrics(problem, s[0], s[1], hp, target),
+                           (logits, avg_probs), batch_size=block)
+
+    def side_by_side(lg, av):  # [b, K] -> metrics [b]
+        return kind.metrics(problem, jnp.moveaxis(lg, 0, -1), jnp.moveaxis(av, 0, -1), hp,
+                            target)
+
+    full = num // block * block
+    ms = jax.lax.map(lambda s: side_by_side(*s), jax.tree_util.tree_map(
+        lambda a: a[:full].reshape((num // block, block) + a.shape[1:]), (logits, avg_probs)))
+    ms = jax.tree_util.tree_map(lambda a: a.reshape(full), ms)
+    if full == num:
+        return ms
+    rest = side_by_side(logits[full:], avg_probs[full:])
+    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), ms, rest)
 
 
 def _stack(*xs) -> Array:

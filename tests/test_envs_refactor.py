@@ -70,8 +70,12 @@ def test_kl_from_logs_edge_cases():
     assert np.isnan(kl_from_logs(lp.at[1].set(jnp.nan), lq))
     far = jnp.log(jnp.array([1e-20, 1.0 - 1e-20])), jnp.log(jnp.array([0.5, 0.5]))  # d < −30
     np.testing.assert_allclose(kl_from_logs(*far), np.log(2.0), rtol=1e-13)
+    # [K, B]: the B divergences of the columns, each bitwise the [K] one (actions first).
+    cols = jnp.stack([lp, lq, lq], axis=1), jnp.stack([lq, lq, lp], axis=1)
+    np.testing.assert_array_equal(kl_from_logs(*cols), jnp.stack(
+        [kl_from_logs(lp, lq), kl_from_logs(lq, lq), kl_from_logs(lq, lp)]))
     with pytest.raises(AssertionError):
-        kl_from_logs(jnp.zeros((2, 3)), jnp.zeros((2, 3)))
+        kl_from_logs(jnp.zeros((2, 3, 1)), jnp.zeros((2, 3, 1)))
 
 
 def test_regularized_reward_from_logs_both_forms():

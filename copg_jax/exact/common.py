@@ -101,10 +101,11 @@ def kl_from_logs(log_p: jax.Array, log_q: jax.Array) -> jax.Array:
     ``0 ln 0 = 0``; a NaN in ``ln p`` (a broken target) gives NaN, not a zero-mass term.
     Used for the duality gap ``τ[KL(π‖BR₁) + KL(π‖BR₂)]`` of preference games
     (:func:`copg_jax.exact.games.duality_gap`; Munos et al., arXiv 2312.00886; Zhou, Fazel,
-    Du, arXiv 2503.08942).
+    Du, arXiv 2503.08942). ``[K, B]`` inputs (actions first) give the ``B`` divergences of
+    their columns.
     """
-    chex.assert_rank([log_p, log_q], 1)
-    return jnp.sum(_kl_terms(log_p, log_q))
+    chex.assert_rank([log_p, log_q], {1, 2})
+    return jnp.sum(_kl_terms(log_p, log_q), axis=0)
 
 
 def entropy(p: jax.Array, axis: int = -1) -> jax.Array:

@@ -30,8 +30,10 @@ def _tau_like(tau, x) -> jax.Array:
 
 
 def _log_best_response(log_mu: jax.Array, payoff: jax.Array, tau: jax.Array) -> jax.Array:
-    """``ln softmax(ln μ + payoff/τ)``."""
-    return jax.nn.log_softmax(log_mu + payoff / tau)
+    """``ln softmax(ln μ + payoff/τ)`` over the actions, axis 0 (``payoff`` ``[K]`` or
+    ``[K, B]``: ``B`` policies side by side)."""
+    log_mu = log_mu.reshape(log_mu.shape + (1,) * (payoff.ndim - 1))
+    return jax.nn.log_softmax(log_mu + payoff / tau, axis=0)
 
 
 def best_response(game: PreferenceGame, pi: jax.Array, tau) -> jax.Array:
@@ -74,14 +76,16 @@ def duality_gap(game: PreferenceGame, pi: jax.Array, tau) -> jax.Array:
     see :func:`copg_jax.exact.common.kl_from_logs`.
 
     Args:
-      game: one preference game; pi: ``[K]`` probabilities; tau: ``τ > 0``.
+      game: one preference game; pi: ``[K]`` probabilities, or ``[K, B]`` for ``B``
+        policies (actions first: the batch is the minor axis, which vectorizes ~2× better
+        on a CPU than ``vmap`` over ``[K]`` for K = 10); tau: ``τ > 0``.
 
     Returns:
-      Scalar gap ``≥ 0``.
+      The gap ``≥ 0``: a scalar, or ``[B]``.
     """
     tau = _tau_like(tau, game.P)
     log_mu = jnp.log(game.ref_probs)
-    log_pi = jnp.log(pi / jnp.sum(pi))
+    log_pi = jnp.log(pi / jnp.sum(pi, axis=0))
     log_br1 = _log_best_response(log_mu, game.P @ pi, tau)
     log_br2 = _log_best_response(log_mu, -(game.P.T @ pi), tau)
     return tau * (kl_from_logs(log_pi, log_br1) + kl_from_logs(log_pi, log_br2))

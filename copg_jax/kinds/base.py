@@ -42,6 +42,10 @@ class ProblemKind:
         tracing once per run: a run's methods then get their targets and metrics from one
         call vmapped over the methods (:func:`copg_jax.train.over_methods`); None: one
         call per method.
+      batched_metrics: ``metrics`` also takes ``B`` policies side by side, logits and
+        average iterates ``[K, B]`` (actions first), and returns ``[B]`` metrics; the
+        logged snapshots of a chunk are then evaluated in blocks with the snapshots on the
+        minor axis (:func:`copg_jax.train.metrics_of_snapshots`).
     """
 
     name: str
@@ -56,6 +60,7 @@ class ProblemKind:
     features: Callable[[Any], Array] | None = None
     in_float64: Callable[[Any], Any] | None = None
     reads: tuple[str, ...] | None = None
+    batched_metrics: bool = False
 
 
 _KINDS: dict[str, ProblemKind] = {}

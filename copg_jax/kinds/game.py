@@ -37,7 +37,8 @@ def kl_from_logs(log_p: Array, log_q: Array) -> Array:
 
     Uses ``Σ p (d − 1 + e^{−d})`` with ``d = ln p − ln q`` (valid since ``Σp = Σq = 1``):
     every term is ``≥ 0``, so the sum has relative accuracy near ``p = q`` instead of the
-    ``~eps`` absolute error of ``Σ p d`` (a Taylor series for ``|d| < 0.01``)."""
+    ``~eps`` absolute error of ``Σ p d`` (a Taylor series for ``|d| < 0.01``). Sums over
+    axis 0: ``[K, B]`` inputs give ``B`` divergences."""
     p = jnp.exp(log_p)
     finite = jnp.isfinite(log_p)
     d = jnp.where(finite, log_p - log_q, 0.0)
@@ -51,16 +52,19 @@ def kl_from_logs(log_p: Array, log_q: Array) -> Array:
     h = jnp.where(small, h_small, h)
     term = jnp.where(d < -30.0, jnp.exp(log_q) + p * (d - 1.0), p * h)
     # A NaN in log p (a broken target) must show as NaN, not as a zero-mass term.
-    nan = jnp.sum(jnp.where(jnp.isnan(log_p), jnp.nan, 0.0))
-    return jnp.sum(jnp.where(finite, term, jnp.exp(log_q))) + nan
+    nan = jnp.sum(jnp.where(jnp.isnan(log_p), jnp.nan, 0.0), axis=0)
+    return jnp.sum(jnp.where(finite, term, jnp.exp(log_q)), axis=0) + nan
 
 
 def _metrics(problem: PreferenceGame, logits, avg_probs, hp, target) -> dict:
+    """The metrics of one policy (``logits``, ``avg_probs`` ``[K]``: scalars) or of ``B``
+    policies side by side (``[K, B]``, actions first: ``[B]`` each)."""
     tau = hp["tau"]
+    log_nash = target["log_probs"].reshape(target["log_probs"].shape + (1,) * (logits.ndim - 1))
     return {
-        "gap": eg.duality_gap(problem, jax.nn.softmax(logits), tau),
+        "gap": eg.duality_gap(problem, jax.nn.softmax(logits, axis=0), tau),
         "gap_avg": eg.duality_gap(problem, avg_probs, tau),
-        "kl_to_nash": kl_from_logs(target["log_probs"], jax.nn.log_softmax(logits)),
+        "kl_to_nash": kl_from_logs(log_nash, jax.nn.log_softmax(logits, axis=0)),
     }
 
 
@@ -89,4 +93,5 @@ GAME = register_kind(ProblemKind(
     metric_names=("gap", "gap_avg", "kl_to_nash"),
     in_float64=in_float64,
     reads=("tau",),  # the Nash solve and the duality gap: traced once per run
+    batched_metrics=True,  # [K, B] snapshots: the duality gap vectorized over B
 ))
