@@ -9,6 +9,8 @@ training state's leaves (absent at a slice boundary).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import jax
@@ -45,6 +47,46 @@ def write_checkpoint(path: Path, ckpt: Checkpoint) -> None:
     if ckpt.state is not None:
         arrays.update({f"s/leaf{i}": x for i, x in enumerate(ckpt.state)})
     rs.write_npz(path, arrays)
+
+
+class CheckpointWriter:
+    """Writes a sweep's checkpoints in a background thread, one at a time, so that the
+    write after chunk ``c`` (tens of MB for curves logged at every step) overlaps the
+    computation of chunk ``c + 1``.
+
+    :meth:`put` copies the curves (the sweep goes on filling its arrays), waits for the
+    previous write and raises its error (a Ctrl-C or an OSError in the thread surfaces
+    there); :meth:`close` waits for the last one. A file on disk is always a whole
+    checkpoint (:func:`write_checkpoint` is atomic); after a crash the sweep resumes from the
+    last one written, at most one chunk behind. Use as a context manager.
+    """
+
+    def __init__(self, path: Path, write: Callable[[Path, Checkpoint], None] | None = None):
+        self.path = path
+        self._write = write or write_checkpoint
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+        self._pending: Future | None = None
+
+    def put(self, ckpt: Checkpoint) -> None:
+        self.wait()
+        copy = Checkpoint({m: {k: np.array(v) for k, v in mm.items()}
+                           for m, mm in ckpt.curves.items()},
+                          ckpt.next_slice, ckpt.next_chunk, ckpt.state)
+        self._pending = self._pool.submit(self._write, self.path, copy)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> CheckpointWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown()
 
 
 def read_checkpoint(path: Path) -> Checkpoint:

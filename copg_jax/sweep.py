@@ -51,6 +51,7 @@ from copg_jax.algos.base import Method, StaticConfig
 from copg_jax.algos.registry import get_method, list_methods
 from copg_jax.checkpoint import (
     Checkpoint,
+    CheckpointWriter,
     read_checkpoint,
     restore_state,
     state_leaves,
@@ -590,20 +591,25 @@ def run_methods(
                                     shard(slice_inputs(plan, inputs, first), sharded),
                                     ",".join(m.name for m in methods), PERMS_MAX_BYTES)
         timing = Timing(compile_s=time.perf_counter() - t0)
-    for sl in range(first, plan.num_slices):
-        x = shard(slice_inputs(plan, inputs, sl), sharded)
-        resumed = saved if saved is not None and sl == first else None
-        curves, timing = _run_slice(loop, programs, x, sl, curves, resumed, timing)
+    # The sweep module's write_checkpoint, looked up at each write (tests replace it).
+    with CheckpointWriter(ckpt, lambda p, c: write_checkpoint(p, c)) as writer:
+        for sl in range(first, plan.num_slices):
+            x = shard(slice_inputs(plan, inputs, sl), sharded)
+            resumed = saved if saved is not None and sl == first else None
+            curves, timing = _run_slice(loop, programs, x, sl, curves, resumed, timing,
+                                        writer)
     assert curves is not None
     modes = {m.name: c.mode for m, c in zip(methods, group.cfgs, strict=True)}
     return plan.shaped(curves), {**timing._asdict(), "modes": modes}
 
 
 def _run_slice(loop: _Loop, programs: Programs, x, sl: int, curves: Curves | None,
-               resumed: Checkpoint | None, timing: Timing) -> tuple[Curves, Timing]:
+               resumed: Checkpoint | None, timing: Timing,
+               writer: CheckpointWriter) -> tuple[Curves, Timing]:
     """Slice ``sl`` of the plan: its initialization (then the state ``resumed`` holds for
     it, if any), and its chunks, each checked (``check_nans``), stored into ``curves``
-    (allocated on the first slice), reported and checkpointed."""
+    (allocated on the first slice), reported and checkpointed (by ``writer``, beside the
+    next chunk)."""
     plan, rows = loop.plan, loop.plan.rows(sl)
     (gstate, targets, m0), dt = _timed(programs.init, *x)
     timing = timing._replace(run_s=timing.run_s + dt)
@@ -629,7 +635,7 @@ def _run_slice(loop: _Loop, programs: Programs, x, sl: int, curves: Curves | Non
         _store(curves, ms, rows, 1 + c * plan.logs_per_chunk)
         prog.update((c + 1) * plan.logs_per_chunk * cfg.log_every)
         if loop.ckpt is not None:
-            write_checkpoint(loop.ckpt, _after_chunk(plan, curves, sl, c, gstate))
+            writer.put(_after_chunk(plan, curves, sl, c, gstate))
     return curves, timing
 
 
