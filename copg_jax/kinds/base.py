@@ -44,8 +44,9 @@ class ProblemKind:
         call per method.
       batched_metrics: ``metrics`` also takes ``B`` policies side by side, logits and
         average iterates ``[K, B]`` (actions first), and returns ``[B]`` metrics; the
-        logged snapshots of a chunk are then evaluated in blocks with the snapshots on the
-        minor axis (:func:`copg_jax.train.metrics_of_snapshots`).
+        training loop then keeps logged snapshots and evaluates a chunk's after its loop,
+        in blocks with the snapshots on the minor axis
+        (:func:`copg_jax.train.metrics_of_snapshots`). False: metrics in the loop.
     """
 
     name: str
