@@ -152,38 +152,8 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="shorter NumPy runs and scaling")
-    ap.add_argument("--json", default=str(OUT / "benchmarks.json"))
-    ap.add_argument("--only", default=None, help="comma list of W1,W2,W3,W4,W5,W6,scaling")
-    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.worker:
-        rec = worker(args.worker, args.quick)
-        rec["peak_mb"] = rec.get("peak_mb") or _peak_mb()
-        print("RESULT " + json.dumps(rec), flush=True)
-        return
-    only = set((args.only or "W1,W2,W3,W4,W5,W6,scaling").split(","))
-    rows, raw = [], {}
-
-    def go(name):
-        print(f"... {name}", file=sys.stderr, flush=True)
-        raw[name] = run_child(name, args.quick)
-        return raw[name]
-
-    def add(label, rec, np_rec=None, **extra):
-        row = {"workload": label, **{k: rec.get(k) for k in ("compile_s", "run_s", "wall_s",
-                                                             "peak_mb", "updates")}, **extra}
-        if rec.get("run_s"):
-            row["updates_per_s"] = rec["updates"] / rec["run_s"]
-        if np_rec and np_rec.get("run_s") and rec.get("wall_s"):
-            row["numpy_run_s"] = np_rec["run_s"]
-            row["ratio_numpy"] = np_rec["run_s"] / rec["wall_s"]  # end to end vs NumPy
-            row["ratio_numpy_run_only"] = np_rec["run_s"] / rec["run_s"]
-        rows.append(row)
-        return row
-
+def _workloads(only: set[str], quick: bool, go, add, raw: dict) -> None:
+    """The table rows of the workloads W1-W6 named in ``only``."""
     if "W1" in only:
         j, n = go("W1"), go("W1_numpy")
         add("W1 paper fig (8 meth, 100 seeds)", j, n)
@@ -223,29 +193,68 @@ def main(argv=None) -> None:
         from benchmarks import egpo_scale
 
         print("... W6", file=sys.stderr, flush=True)
-        raw["W6"] = w6 = egpo_scale.run(args.quick)
+        raw["W6"] = w6 = egpo_scale.run(quick)
         for rec in w6["rows"]:
             for cache in ("cold", "warm"):
                 add(f"W6 {rec['row']['name']} ({cache} cache)",
                     {**rec[cache], "updates": rec["row"]["iterations"] * 50},
                     rec["numpy"])
         print(egpo_scale.table(w6["lines"]))
-    scaling = None
-    if "scaling" in only:
-        seeds = [1, 10, 100, 1000] + ([] if args.quick else [10_000])
-        arms = [3, 10, 100] + ([] if args.quick else [1000])
-        scaling = {"seeds": [], "arms": []}
-        for s in seeds:
-            r = go(f"seeds_{s}")
-            scaling["seeds"].append({"seeds": s, **r})
-            add(f"scale seeds={s} (copg, 95 steps)", r)
-        for k in arms:
-            r = go(f"arms_{k}")
-            scaling["arms"].append({"arms": k, **r})
-            add(f"scale arms={k} (copg fresh, 500 st)", r)
-        OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / "scaling.json").write_text(json.dumps(scaling, indent=1))
-        plot_scaling(scaling, OUT / "scaling.png")
+
+
+def _scaling(quick: bool, go, add) -> dict:
+    """The seeds and arms scaling rows; writes ``scaling.json`` and ``scaling.png``."""
+    seeds = [1, 10, 100, 1000] + ([] if quick else [10_000])
+    arms = [3, 10, 100] + ([] if quick else [1000])
+    scaling = {"seeds": [], "arms": []}
+    for s in seeds:
+        r = go(f"seeds_{s}")
+        scaling["seeds"].append({"seeds": s, **r})
+        add(f"scale seeds={s} (copg, 95 steps)", r)
+    for k in arms:
+        r = go(f"arms_{k}")
+        scaling["arms"].append({"arms": k, **r})
+        add(f"scale arms={k} (copg fresh, 500 st)", r)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "scaling.json").write_text(json.dumps(scaling, indent=1))
+    plot_scaling(scaling, OUT / "scaling.png")
+    return scaling
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="shorter NumPy runs and scaling")
+    ap.add_argument("--json", default=str(OUT / "benchmarks.json"))
+    ap.add_argument("--only", default=None, help="comma list of W1,W2,W3,W4,W5,W6,scaling")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        rec = worker(args.worker, args.quick)
+        rec["peak_mb"] = rec.get("peak_mb") or _peak_mb()
+        print("RESULT " + json.dumps(rec), flush=True)
+        return
+    only = set((args.only or "W1,W2,W3,W4,W5,W6,scaling").split(","))
+    rows, raw = [], {}
+
+    def go(name):
+        print(f"... {name}", file=sys.stderr, flush=True)
+        raw[name] = run_child(name, args.quick)
+        return raw[name]
+
+    def add(label, rec, np_rec=None, **extra):
+        row = {"workload": label, **{k: rec.get(k) for k in ("compile_s", "run_s", "wall_s",
+                                                             "peak_mb", "updates")}, **extra}
+        if rec.get("run_s"):
+            row["updates_per_s"] = rec["updates"] / rec["run_s"]
+        if np_rec and np_rec.get("run_s") and rec.get("wall_s"):
+            row["numpy_run_s"] = np_rec["run_s"]
+            row["ratio_numpy"] = np_rec["run_s"] / rec["wall_s"]  # end to end vs NumPy
+            row["ratio_numpy_run_only"] = np_rec["run_s"] / rec["run_s"]
+        rows.append(row)
+        return row
+
+    _workloads(only, args.quick, go, add, raw)
+    scaling = _scaling(args.quick, go, add) if "scaling" in only else None
     print(table(rows))
     out = {"machine": machine(), "quick": args.quick, "rows": rows, "raw": raw,
            "scaling": scaling}
