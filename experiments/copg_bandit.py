@@ -100,10 +100,27 @@ def load_problem() -> tuple[bandit_env.Bandit, list[float]]:
     return problem, rewards
 
 
+def mixed_problems(problem, rewards) -> tuple[list, list[float] | None]:
+    """``([problem], None)``, or with ``--mu_mix`` one problem per λ whose behaviour
+    policies are ``(1 − λ) μᵢ + λ e_worst`` (moved towards the worst arm), and the λs."""
+    if FLAGS.mu_mix is None:
+        return [problem], None
+    mixes = common.parse_floats("mu_mix", FLAGS.mu_mix)
+    if any(not 0 <= x < 1 for x in mixes):
+        raise ValueError(f"--mu_mix: values must lie in [0, 1), got {FLAGS.mu_mix!r}")
+    worst = np.eye(len(rewards))[int(np.argmin(rewards))]
+    return [
+        bandit_env.make_bandit(
+            rewards, np.asarray(problem.ref_probs, np.float64),
+            (1 - lam) * np.asarray(problem.mu1, np.float64) + lam * worst,
+            (1 - lam) * np.asarray(problem.mu2, np.float64) + lam * worst)
+        for lam in mixes
+    ], mixes
+
+
 def build(argv=None):
     """Flags -> (spec, problem, extra config). Raises ValueError on bad input."""
     problem, rewards = load_problem()
-    k = len(rewards)
     batch = common.parse_positive_int("batch_size", FLAGS.batch_size)
     pairs = common.parse_positive_int("num_pairs", FLAGS.num_pairs)
     epochs = common.parse_positive_int("epochs", FLAGS.epochs)
@@ -139,20 +156,7 @@ def build(argv=None):
         seed=FLAGS.seed,
         max_parallel=FLAGS.max_parallel,
     )
-    problems = [problem]
-    mixes = None
-    if FLAGS.mu_mix is not None:
-        mixes = common.parse_floats("mu_mix", FLAGS.mu_mix)
-        if any(not 0 <= x < 1 for x in mixes):
-            raise ValueError(f"--mu_mix: values must lie in [0, 1), got {FLAGS.mu_mix!r}")
-        worst = np.eye(k)[int(np.argmin(rewards))]
-        problems = [
-            bandit_env.make_bandit(
-                rewards, np.asarray(problem.ref_probs, np.float64),
-                (1 - lam) * np.asarray(problem.mu1, np.float64) + lam * worst,
-                (1 - lam) * np.asarray(problem.mu2, np.float64) + lam * worst)
-            for lam in mixes
-        ]
+    problems, mixes = mixed_problems(problem, rewards)
     extra = {
         "mu_mix": mixes,
         "rewards": rewards,
@@ -165,6 +169,19 @@ def build(argv=None):
         extra["bandit_file"] = FLAGS.bandit
     validate(spec)  # every hyperparameter check before anything is computed
     return spec, problems, extra
+
+
+def _fp_key(problem, name: str, hp: dict) -> tuple:
+    return (id(problem), name, tuple(sorted(hp.items())))
+
+
+def _fixed_point_timing(clock: dict) -> dict:
+    """``fixed_point_s``: the solver process's wall time (it runs beside the sweep) plus any
+    solve in this process; ``fixed_point_note`` says how long the sweep waited."""
+    child = (clock["end"] - clock["start"]) if clock["end"] is not None else 0.0
+    return {"fixed_point_s": child + clock["local_s"],
+            "fixed_point_note": f"in a parallel process; {clock['wait_s']:.1f}s "
+                                "waited for after the sweep"}
 
 
 def fixed_point_summary(problems, cfg: StaticConfig):
@@ -182,16 +199,13 @@ def fixed_point_summary(problems, cfg: StaticConfig):
     pending: list = []  # (worker process, keys)
     clock = {"start": None, "end": None, "wait_s": 0.0, "local_s": 0.0}
 
-    def key_of(problem, name: str, hp: dict):
-        return (id(problem), name, tuple(sorted(hp.items())))
-
     def prefetch(spec: SweepSpec, compile_cache: str | None = None) -> None:
         todo = []
         for point in spec.grid_points():
             for name in spec.methods:
                 todo.append((name, spec.resolved_hparams(get_method(name, "bandit"), point)))
         jobs = [(problem_arrays(p), todo) for p in problems]
-        keys = [[key_of(p, n, hp) for n, hp in todo] for p in problems]
+        keys = [[_fp_key(p, n, hp) for n, hp in todo] for p in problems]
         clock["start"] = time.perf_counter()
         pending.append((fixed_point_worker.start(jobs, cfg, compile_cache), keys))
 
@@ -205,33 +219,25 @@ def fixed_point_summary(problems, cfg: StaticConfig):
             for ks, res in zip(keys, results or [], strict=False):
                 cache.update(zip(ks, res, strict=True))
 
-    def timing() -> dict:
-        """``fixed_point_s``: the solver process's wall time (it runs beside the sweep)
-        plus any solve here; ``fixed_point_note`` says how long the sweep waited."""
-        child = (clock["end"] - clock["start"]) if clock["end"] is not None else 0.0
-        return {"fixed_point_s": child + clock["local_s"],
-                "fixed_point_note": f"in a parallel process; {clock['wait_s']:.1f}s "
-                                    "waited for after the sweep"}
-
     def summarize(name: str, hp: dict) -> dict:
         wait()
         base = bandit_methods.baseline_of(name, cfg)
         extra = {} if base is None else {"baseline": base}
         per = []
         for problem in problems:
-            if key_of(problem, name, hp) not in cache:
+            if _fp_key(problem, name, hp) not in cache:
                 t0 = time.perf_counter()
-                (cache[key_of(problem, name, hp)],) = solve_fixed_points(
+                (cache[_fp_key(problem, name, hp)],) = solve_fixed_points(
                     problem_arrays(problem), [(name, hp)], cfg)
                 clock["local_s"] += time.perf_counter() - t0
-            per.append(cache[key_of(problem, name, hp)])
+            per.append(cache[_fp_key(problem, name, hp)])
         if len(per) == 1:
             return {**per[0], **extra}
         return {**{f"{k}_by_instance": [p[k] for p in per] for k in per[0]}, **extra}
 
     summarize.prefetch = prefetch
     summarize.wait = wait
-    summarize.timing = timing
+    summarize.timing = lambda: _fixed_point_timing(clock)
     return summarize
 
 

@@ -145,6 +145,25 @@ def _with_behaviour(mdp, beh: np.ndarray):
                             behaviour=beh, discount=np.asarray(mdp.discount))
 
 
+def _problem_from_file(base, scale: float):
+    """``--mdp FILE.npz`` -> ([the MDP], description); random behaviour policies (from
+    ``base``) where the file has none."""
+    try:
+        mdp = mdp_env.load_mdp(FLAGS.mdp)
+        with np.load(FLAGS.mdp, allow_pickle=False) as data:
+            has_beh = "behaviour" in data.files
+        if not has_beh:
+            mdp = _with_behaviour(mdp, _random_behaviour(
+                base, mdp.num_states, mdp.num_actions, scale))
+    except ValueError as e:
+        msg = _one_line(e)
+        msg = msg[len("mdp: "):] if msg.startswith("mdp: ") else msg
+        raise ValueError(f"--mdp: {msg}") from None
+    except FileNotFoundError as e:
+        raise ValueError(f"--mdp: no such file {FLAGS.mdp!r} ({e.strerror})") from None
+    return [mdp], {"env": "file", "mdp": FLAGS.mdp, "behaviour_from_file": has_beh}
+
+
 def build_problems():
     """Flags -> (list of MDPs, description). Raises ValueError naming the flag."""
     scale = FLAGS.behaviour_logit_scale
@@ -152,22 +171,8 @@ def build_problems():
         raise ValueError(f"--behaviour_logit_scale: must be finite and >= 0, got {scale}")
     check_seed("--mdp_seed", FLAGS.mdp_seed)
     base = jax.random.PRNGKey(FLAGS.mdp_seed)
-    keys = None
     if FLAGS.mdp is not None:
-        try:
-            mdp = mdp_env.load_mdp(FLAGS.mdp)
-            with np.load(FLAGS.mdp, allow_pickle=False) as data:
-                has_beh = "behaviour" in data.files
-            if not has_beh:
-                mdp = _with_behaviour(mdp, _random_behaviour(
-                    base, mdp.num_states, mdp.num_actions, scale))
-        except ValueError as e:
-            msg = _one_line(e)
-            msg = msg[len("mdp: "):] if msg.startswith("mdp: ") else msg
-            raise ValueError(f"--mdp: {msg}") from None
-        except FileNotFoundError as e:
-            raise ValueError(f"--mdp: no such file {FLAGS.mdp!r} ({e.strerror})") from None
-        return [mdp], {"env": "file", "mdp": FLAGS.mdp, "behaviour_from_file": has_beh}
+        return _problem_from_file(base, scale)
     env = FLAGS.env
     if env not in ENVS:
         raise ValueError(f"--env: must be one of {', '.join(ENVS)}, got {env!r}")
