@@ -233,8 +233,7 @@ def train_step(method: Method, problem, hp, cfg: StaticConfig, state: TrainState
 
 
 def compute_metrics(problem, hp, cfg: StaticConfig, state: TrainState, target) -> dict:
-    logits = policy_logits(problem, cfg, state.params)
-    return kind_of(problem).metrics(problem, logits, state.avg_probs, hp, target)
+    return kind_of(problem).metrics(problem, *snapshot(problem, cfg, state), hp, target)
 
 
 #: Logged snapshots become metrics after a chunk's loop in blocks of about this many logit
@@ -277,14 +276,14 @@ def metrics_of_snapshots(problem, hp, target, logits: Array, avg_probs: Array) -
         return kind.metrics(problem, jnp.moveaxis(lg, 0, -1), jnp.moveaxis(av, 0, -1), hp,
                             target)
 
-    full = num // block * block
-    ms = jax.lax.map(lambda s: side_by_side(*s), jax.tree_util.tree_map(
-        lambda a: a[:full].reshape((num // block, block) + a.shape[1:]), (logits, avg_probs)))
-    ms = jax.tree_util.tree_map(lambda a: a.reshape(full), ms)
-    if full == num:
-        return ms
-    rest = side_by_side(logits[full:], avg_probs[full:])
-    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), ms, rest)
+    nb = -(-num // block)  # blocks; the last one padded with copies of the last snapshot
+
+    def blocks(a):
+        a = jnp.concatenate([a, jnp.repeat(a[-1:], nb * block - num, axis=0)])
+        return a.reshape((nb, block) + a.shape[1:])
+
+    ms = jax.lax.map(lambda s: side_by_side(*s), (blocks(logits), blocks(avg_probs)))
+    return jax.tree_util.tree_map(lambda a: a.reshape(nb * block)[:num], ms)
 
 
 def _stack(*xs) -> Array:
