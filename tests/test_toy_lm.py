@@ -169,3 +169,16 @@ def test_bad_toy_lm_inputs_name_the_field(tmp_path):
     with pytest.raises(ValueError, match="policy: the gru class needs a token-sequence"):
         train("copg", random_contextual_bandit(jax.random.PRNGKey(0), 3, 4), {"beta": BETA},
               StaticConfig(policy=PolicySpec("gru")))
+
+
+def test_loaded_reward_table_keeps_its_token_axes(tmp_path):
+    """A ``[X, V, V, V]`` file is a toy LM of vocabulary V and length 3 whose rewards are
+    the table read in base-V order (it once came back flattened: vocabulary V³, length 1)."""
+    table = np.random.default_rng(0).random((2, 3, 3, 3))
+    np.save(tmp_path / "r.npy", table)
+    loaded = toy_lm.load_reward_table(tmp_path / "r.npy")
+    problem = toy_lm.make_toy_lm(reward=loaded, sft_steps=10)
+    assert (problem.num_contexts, problem.vocab, problem.length) == (2, 3, 3)
+    seqs = toy_lm.all_sequences(3, 3)
+    expect = table[:, seqs[:, 0], seqs[:, 1], seqs[:, 2]]
+    np.testing.assert_array_equal(np.asarray(problem.rewards), expect.astype(problem.rewards.dtype))

@@ -46,7 +46,8 @@ from copg_jax.envs.contextual import ContextualBandit, make_contextual_bandit
 
 #: Largest number of sequences V^L enumerated for exact metrics and training.
 MAX_SEQUENCES = 4096
-REWARDS = ("sorted", "pattern", "random_net")
+RULES = ("sorted", "pattern")
+REWARDS = (*RULES, "random_net")
 REFS = ("sft", "uniform")
 
 
@@ -87,14 +88,9 @@ def sequence_rewards(kind: str, num_prompts: int, vocab: int, length: int,
     """``[X, V^L]`` rewards of a rule (module doc); ``key`` draws the random network."""
     v.check_choice("reward", kind, REWARDS)
     seqs = all_sequences(vocab, length)
-    x = np.arange(num_prompts)[:, None, None]
-    if kind == "sorted":
-        if length < 2:
-            raise ValueError("reward: 'sorted' needs length >= 2")
-        tok = (seqs[None] + x) % vocab
-        return np.mean(tok[:, :, 1:] >= tok[:, :, :-1], axis=-1).astype(np.float64)
-    if kind == "pattern":
-        return np.mean(seqs[None] == (x % vocab), axis=-1).astype(np.float64)
+    if kind in RULES:
+        x = np.arange(num_prompts)[:, None]
+        return np.asarray(rule_rewards(kind, seqs[None], x, vocab), np.float64)
     key = jax.random.PRNGKey(0) if key is None else key
     k1, k2, k3 = jax.random.split(key, 3)
     onehot = np.eye(vocab)[seqs].reshape(len(seqs), -1)  # [N, L·V]
@@ -107,21 +103,38 @@ def sequence_rewards(kind: str, num_prompts: int, vocab: int, length: int,
     return (r - r.mean()) / r.std()
 
 
-def check_reward_table(table, num_prompts: int | None = None) -> np.ndarray:
-    """A user's ``[X, V, …, V]`` table (L token axes) as ``[X, V^L]``; errors name it."""
+def rule_rewards(kind: str, tokens, x, vocab: int):
+    """The rule rewards (module doc) of ``tokens [..., L]`` for prompts ``x`` (broadcast
+    against ``tokens[..., 0]``); NumPy or JAX arrays alike (the sampled toy LM of
+    :mod:`copg_jax.envs.sampled_lm` scores its drawn sequences with it)."""
+    if tokens.shape[-1] < 2 and kind == "sorted":
+        raise ValueError("reward: 'sorted' needs length >= 2")
+    x = x[..., None]
+    if kind == "sorted":
+        tok = (tokens + x) % vocab
+        return (tok[..., 1:] >= tok[..., :-1]).mean(axis=-1)
+    return (tokens == (x % vocab)).mean(axis=-1)
+
+
+def check_reward_table(table, num_prompts: int | None = None,
+                       enumerable: bool = True) -> np.ndarray:
+    """A user's ``[X, V, …, V]`` table (L token axes) as ``[X, V^L]``; errors name it.
+    ``enumerable``: refuse ``V^L`` above :data:`MAX_SEQUENCES` (the exact toy LM)."""
     t = np.asarray(table)
     if t.ndim < 2 or len(set(t.shape[1:])) != 1 or t.shape[1] < 2:
         raise ValueError(f"reward_table: expected shape [X, V, ..., V] (L token axes of equal "
                          f"size V >= 2), got {t.shape}")
     if num_prompts is not None and t.shape[0] != num_prompts:
         raise ValueError(f"reward_table: has {t.shape[0]} prompts, expected {num_prompts}")
-    check_enumerable(t.shape[1], t.ndim - 1)
+    if enumerable:
+        check_enumerable(t.shape[1], t.ndim - 1)
     v.check_finite("reward_table", t)
     return t.reshape(t.shape[0], -1).astype(np.float64)
 
 
-def load_reward_table(path) -> np.ndarray:
-    """A ``.npy`` reward table (``allow_pickle=False``), validated."""
+def load_reward_table(path, enumerable: bool = True) -> np.ndarray:
+    """A ``.npy`` reward table (``allow_pickle=False``), validated, in its shape
+    ``[X, V, …, V]`` (the token axes give V and L)."""
     try:
         t = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
@@ -129,7 +142,8 @@ def load_reward_table(path) -> np.ndarray:
     if not isinstance(t, np.ndarray) or t.dtype.kind not in "iuf":
         raise ValueError(f"reward_table {str(path)!r}: expected one numeric array")
     try:
-        return check_reward_table(t)
+        check_reward_table(t, enumerable=enumerable)
+        return t.astype(np.float64)
     except ValueError as e:
         raise ValueError(f"{e} (in {str(path)!r})") from None
 
