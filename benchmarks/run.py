@@ -74,6 +74,8 @@ def worker(name: str, quick: bool) -> dict:
         return w.mdp()
     if name in ("W5", "W5_token_tabular"):
         return w.toy_lm("gru" if name == "W5" else "token_tabular", seeds=20 if quick else 100)
+    if name in ("W5_sampled_L4", "W5_sampled_L8"):
+        return w.sampled_toy_lm(int(name[-1]), seeds=20 if quick else 100)
     if name.startswith("seeds_"):
         n = int(name.split("_")[1])
         return w.paper_bandit(methods=("copg",), seeds=n, epochs=5)
@@ -189,6 +191,11 @@ def _workloads(only: set[str], quick: bool, go, add, raw: dict) -> None:
         if g.get("run_s") and tt.get("run_s"):
             row["ratio_token_tabular_run"] = g["run_s"] / tt["run_s"]
         add("W5 same, per-prefix tables (baseline)", tt)
+        for length in (4, 8):
+            sr = go(f"W5_sampled_L{length}")
+            row = add(f"W5 drawn sequences, L={length} ({4**length} seq)", sr)
+            if sr.get("run_s") and g.get("run_s"):
+                row["ratio_enumerated_gru_run"] = sr["run_s"] / g["run_s"]
     if "W6" in only:
         from benchmarks import egpo_scale
 

@@ -147,3 +147,21 @@ def toy_lm(policy="gru", seeds=100, methods=TOY_LM_METHODS, betas=tuple(TOY_LM_B
     out["wall_s"] = time.perf_counter() - t0
     out["updates"] = 64 * seeds * len(methods) * len(betas)
     return out
+
+
+def sampled_toy_lm(length=4, seeds=100, methods=TOY_LM_METHODS, betas=tuple(TOY_LM_BETAS)):
+    """W5 on drawn sequences (:mod:`copg_jax.sequence_train`): the same sizes as
+    :func:`toy_lm` (8 prompts, V = 4, width 16, 64 updates of 64 pairs) with ``length``
+    tokens: 4 is the enumerated problem's size (the sampled path's cost against the
+    exact one), 8 is 65,536 sequences, above the enumeration limit. Metrics: 256 draws
+    per prompt at each of the 9 logged steps."""
+    from copg_jax import sequence_train as st
+    from copg_jax.envs.sampled_lm import make_sampled_lm
+
+    t0 = time.perf_counter()
+    problem = make_sampled_lm(8, 4, length, "sorted", "sft", 16)
+    _, timing = st.sampled_sweep(problem, list(methods), st.SampledRunConfig(),
+                                 list(betas), [1e-2], seeds, progress=False)
+    return {"compile_s": timing["compile_s"], "run_s": timing["run_s"],
+            "wall_s": time.perf_counter() - t0,
+            "updates": 64 * seeds * len(methods) * len(betas)}

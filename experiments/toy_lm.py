@@ -26,17 +26,32 @@ and ``claim``: whether CoPG at its best β ends with a higher reward than DPO an
 theirs (95% intervals disjoint) and reaches their final reward earlier. Figures:
 ``reward_vs_step.png`` (one panel per β), ``final_reward_vs_beta.png``,
 ``reward_kl_frontier.png``, ``best_beta.png``.
+
+**Above the enumeration limit** (``V^L`` > 4,096, e.g. ``--length 8``: 65,536 sequences)
+the same command trains on drawn sequences (:mod:`copg_jax.sequence_train`,
+:mod:`copg_jax.envs.sampled_lm`): ancestral draws from the GRU, teacher-forced log-probs
+of the drawn sequences only, CoPG/DPO/IPO/IS-PG/RLOO as per-sequence coefficients pulled
+back by one vjp, and Monte-Carlo reward and KL (``--mc_samples`` draws per prompt at each
+logged step) with their standard errors (``final_*_mc_se``). J*, π* and the regret are not
+estimated (``J_star: null``, ``exact_metrics: false``); the SFT model is fitted by sampled
+maximum likelihood to a random GRU teacher, μ2 is π_ref tempered per token, and
+``random_net`` rewards, ``--exact``, the tabular classes and the other methods are refused
+with a message. One compiled program per method over all β and seeds; ``--resume`` of a
+finished run redoes the summary and figures only.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from absl import flags
 
-from copg_jax import plotting, stats
+import copg_jax
+from copg_jax import plotting, sequence_train, stats
 from copg_jax import results as rs
 from copg_jax.algos.base import StaticConfig
-from copg_jax.envs import toy_lm
+from copg_jax.envs import sampled_lm, toy_lm
 from copg_jax.kinds import kind_of
 from copg_jax.policies import POLICY_CLASSES, PolicySpec, init_params
 from copg_jax.sweep import SweepSpec, sweep, validate
@@ -64,39 +79,62 @@ flags.DEFINE_string("lr", "0.01", "Adam learning rate (comma list = grid).")
 flags.DEFINE_integer("num_pairs", 2048, "Offline pairs per seed.")
 flags.DEFINE_integer("batch_size", 64, "Pairs per minibatch.")
 flags.DEFINE_integer("epochs", 2, "Passes over the offline dataset.")
+flags.DEFINE_integer("mc_samples", 256, "Above the enumeration limit (V^L > "
+                     f"{toy_lm.MAX_SEQUENCES}): draws per prompt of each Monte-Carlo "
+                     "metric at each logged step.")
 FLAGS = flags.FLAGS
 
 
-def load_problem() -> toy_lm.TokenSequences:
+def load_reward() -> tuple[str | np.ndarray, int, int, int]:
+    """``(reward, X, V, L)``: the rule and the flags' sizes, or the ``--reward_table``
+    ``[X, V, …, V]`` and its sizes (validated, of any ``V^L``)."""
     if FLAGS.ref not in toy_lm.REFS:
         raise ValueError(f"--ref: expected one of {list(toy_lm.REFS)}, got {FLAGS.ref!r}")
+    if not FLAGS.reward_table:
+        return FLAGS.reward, FLAGS.prompts, FLAGS.vocab, FLAGS.length
+    t = toy_lm.load_reward_table(FLAGS.reward_table, enumerable=False)
+    return t, t.shape[0], t.shape[1], t.ndim - 1
+
+
+def enumerable(vocab: int, length: int) -> bool:
+    """Whether the ``V^L`` sequences are enumerated (exact metrics), else sampled."""
+    return vocab**length <= toy_lm.MAX_SEQUENCES
+
+
+def load_problem() -> toy_lm.TokenSequences:
     import jax
 
-    reward = (toy_lm.load_reward_table(FLAGS.reward_table) if FLAGS.reward_table else
-              FLAGS.reward)
-    return toy_lm.make_toy_lm(FLAGS.prompts, FLAGS.vocab, FLAGS.length, reward, FLAGS.ref,
-                              FLAGS.width, FLAGS.behaviour_temperature,
+    reward, nx, nv, nl = load_reward()
+    return toy_lm.make_toy_lm(nx, nv, nl, reward, FLAGS.ref, FLAGS.width,
+                              FLAGS.behaviour_temperature,
                               key=jax.random.PRNGKey(FLAGS.instance_seed))
 
 
-def build():
-    """Flags -> (spec, problem); ValueError naming the flag before anything is written."""
+def log_every(steps: int) -> int:
+    """The logging interval: the largest of 8, 4, 2, 1 that divides the updates."""
+    return next(d for d in (8, 4, 2, 1) if steps % d == 0 and d <= steps)
+
+
+def check_flags() -> None:
+    """The checks both paths share (ValueError naming the flag)."""
     if FLAGS.policy not in POLICY_CLASSES:
         raise ValueError(f"--policy: expected one of {list(POLICY_CLASSES)}, got "
                          f"{FLAGS.policy!r}")
     for name in ("prompts", "width", "num_pairs", "batch_size", "epochs", "seeds"):
         common.parse_positive_int(name, getattr(FLAGS, name))
-    if not FLAGS.reward_table:
-        toy_lm.check_enumerable(FLAGS.vocab, FLAGS.length)
     if FLAGS.batch_size > FLAGS.num_pairs:
         raise ValueError(f"--batch_size: must be <= --num_pairs={FLAGS.num_pairs}, got "
                          f"{FLAGS.batch_size}")
+
+
+def build():
+    """Flags -> (spec, problem) of an enumerable toy LM; ValueError naming the flag
+    before anything is written."""
+    check_flags()
     problem = load_problem()
-    spe = FLAGS.num_pairs // FLAGS.batch_size
-    steps = FLAGS.epochs * spe
-    log_every = next(d for d in (8, 4, 2, 1) if steps % d == 0 and d <= steps)
+    steps = FLAGS.epochs * (FLAGS.num_pairs // FLAGS.batch_size)
     cfg = StaticConfig(mode="exact" if FLAGS.exact else "sampled", data="offline",
-                       num_steps=steps, log_every=log_every, batch_size=FLAGS.batch_size,
+                       num_steps=steps, log_every=log_every(steps), batch_size=FLAGS.batch_size,
                        dataset_size=FLAGS.num_pairs,
                        policy=PolicySpec(FLAGS.policy, FLAGS.width))
     import jax
@@ -167,6 +205,8 @@ def make_figures(out, summary: dict, curves: dict, best: dict[str, int]) -> None
 
     grid, steps = summary["grid"], curves["steps"]
     methods = list(grid[0]["methods"])
+    mc = " (Monte-Carlo)" if summary.get("exact_metrics") is False else ""
+    reward_label = "reward E_π[R]" + mc
 
     def runs(gi, m, metric="expected_reward"):
         return stats.units(curves[f"{m}/{metric}"][gi, 0:1], pool=False)[0]
@@ -180,7 +220,7 @@ def make_figures(out, summary: dict, curves: dict, best: dict[str, int]) -> None
                              dict.fromkeys(methods), logy=False)
         ax.set_title(f"β = {entry['hparams']['beta']:g}", fontsize=9)
         ax.set_xlabel("update")
-        ax.set_ylabel("reward E_π[R]")
+        ax.set_ylabel(reward_label)
     for ax in list(axes.flat)[len(grid):]:
         ax.axis("off")
     axes[0][0].legend(fontsize=7)
@@ -194,7 +234,7 @@ def make_figures(out, summary: dict, curves: dict, best: dict[str, int]) -> None
                                    for m in methods}, logy=False)
     ax.set_title(plotting.band_caption(grid[0]["methods"]), fontsize=8)
     ax.set_xlabel("β")
-    ax.set_ylabel("final reward")
+    ax.set_ylabel("final reward" + mc)
     ax.legend(fontsize=8)
     plotting.save(fig, out / "final_reward_vs_beta.png")
 
@@ -206,8 +246,8 @@ def make_figures(out, summary: dict, curves: dict, best: dict[str, int]) -> None
         for b, x, y in zip(betas, kl, rew, strict=True):
             ax.annotate(f"{b:g}", (x, y), fontsize=6, xytext=(2, 2),
                         textcoords="offset points")
-    ax.set_xlabel("final KL(π‖π_ref)")
-    ax.set_ylabel("final reward")
+    ax.set_xlabel("final KL(π‖π_ref)" + mc)
+    ax.set_ylabel("final reward" + mc)
     ax.set_title("reward–KL frontier (labels: β; means over seeds)", fontsize=9)
     ax.legend(fontsize=8)
     plotting.save(fig, out / "reward_kl_frontier.png")
@@ -217,19 +257,16 @@ def make_figures(out, summary: dict, curves: dict, best: dict[str, int]) -> None
     labels = {m: f"{m} (β={grid[best[m]]['hparams']['beta']:g})" for m in shown}
     plotting.plot_curves(ax, steps, shown, logy=False, labels=labels)
     ax.set_xlabel("update")
-    ax.set_ylabel("reward E_π[R]")
+    ax.set_ylabel(reward_label)
     ax.set_title(f"each method at its best β; {plotting.band_caption(grid[0]['methods'])}",
                  fontsize=9)
     ax.legend(fontsize=8)
     plotting.save(fig, out / "best_beta.png")
 
 
-def main(argv) -> None:
-    del argv
-    spec, problem = build()
-    extra = {"toy_lm": {k: getattr(FLAGS, k) for k in (
-        "prompts", "vocab", "length", "reward", "reward_table", "ref", "width",
-        "behaviour_temperature", "instance_seed", "epochs")}}
+def run_exact(spec, problem, extra: dict):
+    """The enumerated toy LM through :func:`copg_jax.sweep.sweep`, each β's ``J_star``
+    (and ``pi_star``) in its grid entry: ``(summary, curves, out)``."""
     targets = []
     for b in spec.grid["beta"]:
         t = kind_of(problem).target(problem, {"beta": np.float32(b)})
@@ -240,29 +277,131 @@ def main(argv) -> None:
     result = sweep(spec, [problem], FLAGS.out, resume=FLAGS.resume, overwrite=FLAGS.overwrite,
                    progress=FLAGS.progress, extra_config=extra, check_nans=FLAGS.check_nans,
                    summary_extra={"J_star": targets[0]["J_star"]})
-    summary, curves = result.summary, result.curves
-    for entry in summary["grid"]:
+    for entry in result.summary["grid"]:
         tg = next(t for t in targets if t["beta"] == entry["hparams"]["beta"])
         entry.update({k: v for k, v in tg.items() if k != "beta"})
+    return result.summary, result.curves, result.out
+
+
+def build_sampled(reward, nx: int, nv: int, nl: int):
+    """Flags -> (problem, run config, methods) above the enumeration limit; ValueError
+    naming the flag before anything is written (the SFT fit comes last)."""
+    check_flags()
+    n = f"V^L = {nv}^{nl} = {nv**nl} sequences exceed the enumeration limit " \
+        f"{toy_lm.MAX_SEQUENCES}"
+    if FLAGS.exact:
+        raise ValueError(f"--exact: {n}; exact twins sum over every sequence (drop --exact "
+                         "for sampled training with Monte-Carlo metrics)")
+    if FLAGS.policy != "gru":
+        raise ValueError(f"--policy: {n}; only the gru class runs on drawn sequences (a "
+                         f"{FLAGS.policy!r} policy holds V^L or per-prefix entries)")
+    methods = common.parse_methods(FLAGS.methods)
+    bad = [m for m in methods if m not in sequence_train.METHODS]
+    if bad:
+        raise ValueError(f"--methods: {bad} not available on drawn sequences ({n}); "
+                         f"choose from {list(sequence_train.METHODS)}")
+    steps = FLAGS.epochs * (FLAGS.num_pairs // FLAGS.batch_size)
+    cfg = sequence_train.SampledRunConfig(FLAGS.num_pairs, FLAGS.batch_size, FLAGS.epochs,
+                                          log_every(steps), FLAGS.mc_samples)
+    import jax
+
+    table = reward if isinstance(reward, str) else reward.reshape(nx, -1)
+    problem = sampled_lm.make_sampled_lm(nx, nv, nl, table, FLAGS.ref, FLAGS.width,
+                                         FLAGS.behaviour_temperature,
+                                         key=jax.random.PRNGKey(FLAGS.instance_seed))
+    return problem, cfg, methods
+
+
+def sampled_summary(config: dict, curves: dict, timing: dict, grid: list[dict],
+                    nsequences: int) -> dict:
+    """summary.json of a sampled run: final Monte-Carlo reward and KL per (grid point,
+    method) with 95% intervals over seeds and the mean Monte-Carlo standard error of a
+    seed's final value; no J*, π* or regret (module doc of copg_jax.envs.sampled_lm)."""
+    entries = []
+    for gi, hp in enumerate(grid):
+        methods = {}
+        for m in config["methods"]:
+            e = {}
+            for metric in ("expected_reward", "kl_to_ref"):
+                e.update(stats.final_stats(curves[f"{m}/{metric}"][gi], metric, pool=False))
+                se = curves[f"{m}/{metric}_se"][gi, :, :, -1]
+                e[f"final_{metric}_mc_se"] = float(np.mean(se))
+            methods[m] = e
+        entries.append({"hparams": hp, "J_star": None, "methods": methods})
+    import jax
+
+    return {"experiment": "toy_lm", "version": copg_jax.__version__, "config": config,
+            "grid": entries, "timing": timing, "devices": [str(d) for d in jax.devices()],
+            "exact_metrics": False, "J_star": None,
+            "metrics_note": (f"{nsequences} sequences exceed the enumeration limit "
+                             f"{toy_lm.MAX_SEQUENCES}: reward and KL(π‖π_ref) are Monte-Carlo "
+                             f"estimates from {config['run']['mc_samples']} draws per prompt at "
+                             "each logged step (final_*_mc_se: a seed's standard error, "
+                             "averaged over seeds; the 95% intervals over seeds include it); "
+                             "J*, π* and the regret need Σ_y π_ref e^{R/β} over all sequences "
+                             "and are not estimated; μ2 is π_ref tempered per token")}
+
+
+def run_sampled(reward, nx: int, nv: int, nl: int, extra: dict):
+    """The toy LM above the enumeration limit (:mod:`copg_jax.sequence_train`), written
+    as the sweep writes (locked folder, config fingerprint, curves then summary):
+    ``(summary, curves, out)``."""
+    problem, cfg, methods = build_sampled(reward, nx, nv, nl)
+    betas = common.parse_floats("beta", FLAGS.beta)
+    lrs = common.parse_floats("lr", FLAGS.lr)
+    grid = [{"beta": b, "lr": lr} for b in betas for lr in lrs]
+    config = {"experiment": "toy_lm", "mode": "sampled_sequences", "methods": methods,
+              "grid": {"beta": betas, "lr": lrs}, "num_seeds": FLAGS.seeds,
+              "seed": FLAGS.seed, "run": dataclasses.asdict(cfg), **extra,
+              "problems_sha256": rs.array_digest(problem)}
+    out = rs.check_out(FLAGS.out) if FLAGS.out else None
+    state = (rs.prepare_folder(out, config, resume=FLAGS.resume, overwrite=FLAGS.overwrite)
+             if out is not None else "new")
+    try:
+        if state == "finished":
+            curves, timing = rs.read_npz(out / rs.CURVES), rs.read_summary(out)["timing"]
+        else:
+            curves, timing = sequence_train.sampled_sweep(
+                problem, methods, cfg, betas, lrs, FLAGS.seeds, FLAGS.seed, FLAGS.progress)
+            if out is not None:
+                rs.write_npz(out / rs.CURVES, curves)
+        summary = sampled_summary(config, curves, timing, grid, nv**nl)
+        if out is not None:
+            rs.write_summary(out, summary)
+    finally:
+        if out is not None:
+            rs.unlock_folder(out)
+    return summary, curves, out
+
+
+def finish(summary: dict, curves: dict, out, betas: list[float]) -> None:
+    """Best β per method, the paper's claim, summary.json and the figures."""
     best = best_betas(summary["grid"])
     summary["best_beta"] = {m: summary["grid"][gi]["hparams"]["beta"] for m, gi in best.items()}
     # With a ground-truth reward E_{π*_β}[R] falls as β grows (dE/dβ = −Var(R)/β² ≤ 0):
     # a best β at the grid's small end says the grid, not a trade-off, chose it.
-    edge = min(spec.grid["beta"])
     summary["best_beta_at_grid_edge"] = sorted(m for m, b in summary["best_beta"].items()
-                                               if b == edge)
+                                               if b == min(betas))
     summary["claim"] = claim(summary, curves, best)
-    rs.write_summary(result.out, summary)
-    common.run_after_sweep(summary, result.out,
-                           ("figures", lambda: make_figures(result.out, summary, curves, best)))
-    t = summary["timing"]
-    print(f"{problem.num_contexts} prompts × {problem.num_actions} sequences; policy "
-          f"{spec.cfg.policy.name}; {spec.cfg.num_steps} updates")
+    if out is not None:
+        rs.write_summary(out, summary)
+        common.run_after_sweep(summary, out,
+                               ("figures", lambda: make_figures(out, summary, curves, best)))
+
+
+def report(summary: dict, header: str, out) -> None:
+    """What a run prints: per grid point and method the final reward, KL and regret (where
+    exact), the best β and the claim."""
+    print(header)
     for entry in summary["grid"]:
-        print(f"  β={entry['hparams']['beta']:g}  J*={entry['J_star']:.4f}")
+        j = entry["J_star"]
+        print(f"  β={entry['hparams']['beta']:g}  J*=" + ("n/a (sampled)" if j is None
+                                                          else f"{j:.4f}"))
         for m, s in entry["methods"].items():
+            regret = (f"  regret {stats.format_final(s, 'regret')}"
+                      if "final_regret_mean" in s else "")
             print(f"    {m:6s} reward {stats.format_final(s, 'expected_reward')}  KL "
-                  f"{stats.format_final(s, 'kl_to_ref')}  regret {stats.format_final(s, 'regret')}")
+                  f"{stats.format_final(s, 'kl_to_ref')}{regret}")
     print("best β: " + ", ".join(f"{m} {b:g}" for m, b in summary["best_beta"].items()))
     if summary["best_beta_at_grid_edge"]:
         print(f"note: the best β of {summary['best_beta_at_grid_edge']} is the smallest of the "
@@ -273,8 +412,30 @@ def main(argv) -> None:
               f"{c[f'{other}_final_reward']:.4f} (higher, 95% CIs disjoint: {c['higher']}); "
               f"step reaching {other}'s final: copg {c['copg_step_to_reach_its_final']}, "
               f"{other} {c[f'{other}_step_to_reach_its_final']}")
-    print(common.timing_line(t, result.out))
-    common.exit_if_errors(summary, result.out)
+    if summary.get("metrics_note"):
+        print(f"note: {summary['metrics_note']}")
+    print(common.timing_line(summary["timing"], out))
+
+
+def main(argv) -> None:
+    del argv
+    extra = {"toy_lm": {k: getattr(FLAGS, k) for k in (
+        "prompts", "vocab", "length", "reward", "reward_table", "ref", "width",
+        "behaviour_temperature", "instance_seed", "epochs")}}
+    reward, nx, nv, nl = load_reward()
+    if enumerable(nv, nl):
+        spec, problem = build()
+        summary, curves, out = run_exact(spec, problem, extra)
+        header = (f"{problem.num_contexts} prompts × {problem.num_actions} sequences; policy "
+                  f"{spec.cfg.policy.name}; {spec.cfg.num_steps} updates")
+    else:
+        extra["toy_lm"]["mc_samples"] = FLAGS.mc_samples
+        summary, curves, out = run_sampled(reward, nx, nv, nl, extra)
+        header = (f"{nx} prompts × {nv}^{nl} = {nv**nl} sequences (sampled, Monte-Carlo "
+                  f"metrics); policy gru; {summary['config']['run']['num_pairs']} pairs")
+    finish(summary, curves, out, common.parse_floats("beta", FLAGS.beta))
+    report(summary, header, out)
+    common.exit_if_errors(summary, out)
 
 
 if __name__ == "__main__":

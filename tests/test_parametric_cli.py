@@ -41,7 +41,13 @@ BAD = {
         "md": (["--methods", "md", "--policies", "mlp", "--exact"], "policy: 'md'"),
     },
     LM: {
-        "too_large": (["--vocab", "4", "--length", "7"], "length: V^L = 4^7 = 16384"),
+        "too_large_exact": (["--vocab", "4", "--length", "7", "--exact"],
+                            "--exact: V^L = 4^7 = 16384 sequences exceed"),
+        "sampled_policy": (["--length", "7", "--policy", "token_tabular"],
+                           "--policy: V^L = 4^7"),
+        "sampled_method": (["--length", "7", "--methods", "copg,md"], "--methods: ['md']"),
+        "sampled_reward": (["--length", "7", "--reward", "random_net"],
+                           "reward: 'random_net' is not available above"),
         "nan_table": (["--reward_table", "{d}/nan_table.npy"], "reward_table"),
         "bad_table": (["--reward_table", "{d}/bad_table.npy"], "reward_table: expected shape"),
         "ref": (["--ref", "teacher"], "--ref"),
@@ -68,8 +74,12 @@ def test_small_runs_write_summaries_and_figures(tmp_path):
           "--noprogress"]
     lm = ["--prompts", "2", "--vocab", "2", "--length", "3", "--width", "4", "--seeds", "2",
           "--beta", "0.1,1", "--num_pairs", "64", "--batch_size", "16", "--noprogress"]
+    # 17^3 = 4,913 sequences: above the enumeration limit, trained on drawn sequences
+    sampled = ["--prompts", "2", "--vocab", "17", "--length", "3", "--width", "4", "--seeds",
+               "2", "--beta", "0.1,1", "--num_pairs", "64", "--batch_size", "16", "--methods",
+               "copg,dpo,ipo", "--mc_samples", "16", "--noprogress"]
     res = {**run_jobs(CB, tmp_path, {"cb": cb}, timeout=900),
-           **run_jobs(LM, tmp_path, {"lm": lm}, timeout=900)}
+           **run_jobs(LM, tmp_path, {"lm": lm, "sampled": sampled}, timeout=900)}
     rc, err, out = res["cb"]
     assert rc == 0, err[-3000:]
     s = json.loads((out / "summary.json").read_text())
@@ -88,3 +98,16 @@ def test_small_runs_write_summaries_and_figures(tmp_path):
     assert set(s["claim"]) == {"dpo", "ipo"}
     for f in ("reward_vs_step", "final_reward_vs_beta", "reward_kl_frontier", "best_beta"):
         assert (out / f"{f}.png").stat().st_size > 10_000, f
+    rc, err, out = res["sampled"]
+    assert rc == 0, err[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["exact_metrics"] is False and s["J_star"] is None
+    assert [e["hparams"]["beta"] for e in s["grid"]] == [0.1, 1.0]
+    for e in s["grid"]:
+        for m in ("copg", "dpo", "ipo"):
+            st = e["methods"][m]
+            assert 0 <= st["final_expected_reward_mean"] <= 1  # the rule's range
+            assert np.isfinite(st["final_kl_to_ref_mean"])  # unbiased: may be < 0 at M = 16
+            assert st["final_expected_reward_mc_se"] > 0 and "final_regret_mean" not in st
+    assert set(s["claim"]) == {"dpo", "ipo"}
+    assert (out / "best_beta.png").stat().st_size > 10_000
