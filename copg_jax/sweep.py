@@ -60,7 +60,14 @@ from copg_jax.checkpoint import (
 from copg_jax.kinds import ProblemKind, get_kind, kind_names, kind_of
 from copg_jax.policies import PolicySpec
 from copg_jax.sweep_plan import Curves, Plan, check_plan_memory, make_plan, run_inputs, slice_inputs
-from copg_jax.sweep_programs import TRACE_COUNTS, Programs, compile_programs, runs_mesh, shard
+from copg_jax.sweep_programs import (
+    TRACE_COUNTS,
+    Programs,
+    compile_programs,
+    place,
+    runs_mesh,
+    shard,
+)
 from copg_jax.validation import check_seed
 
 __all__ = ["TRACE_COUNTS", "SweepResult", "SweepSpec", "resolve_kind", "run_methods", "sweep",
@@ -588,13 +595,13 @@ def run_methods(
     if first < plan.num_slices:  # every slice has the shapes of the first
         t0 = time.perf_counter()
         programs = compile_programs(group, plan, mesh,
-                                    shard(slice_inputs(plan, inputs, first), sharded),
+                                    place(slice_inputs(plan, inputs, first), sharded),
                                     ",".join(m.name for m in methods), PERMS_MAX_BYTES)
         timing = Timing(compile_s=time.perf_counter() - t0)
     # The sweep module's write_checkpoint, looked up at each write (tests replace it).
     with CheckpointWriter(ckpt, lambda p, c: write_checkpoint(p, c)) as writer:
         for sl in range(first, plan.num_slices):
-            x = shard(slice_inputs(plan, inputs, sl), sharded)
+            x = place(slice_inputs(plan, inputs, sl), sharded)
             resumed = saved if saved is not None and sl == first else None
             curves, timing = _run_slice(loop, programs, x, sl, curves, resumed, timing,
                                         writer)
@@ -614,7 +621,8 @@ def _run_slice(loop: _Loop, programs: Programs, x, sl: int, curves: Curves | Non
     (gstate, targets, m0), dt = _timed(programs.init, *x)
     timing = timing._replace(run_s=timing.run_s + dt)
     if curves is None:
-        curves = {mn: {k: np.full((plan.padded, plan.num_logs + 1), np.nan, np.asarray(v).dtype)
+        curves = {mn: {k: np.full((plan.padded, plan.num_points, plan.num_logs + 1), np.nan,
+                                  np.asarray(v).dtype)
                        for k, v in mm.items()} for mn, mm in m0.items()}
     first_chunk = 0
     if resumed is not None and resumed.state is not None:
@@ -625,8 +633,9 @@ def _run_slice(loop: _Loop, programs: Programs, x, sl: int, curves: Curves | Non
         if loop.check_nans:
             _check_finite(loop, m0, sl, 0)
     cfg = loop.group.cfgs[0]
-    prog = _Progress(f"runs {rows.start}-{min(rows.stop, plan.num_runs)} of {plan.num_runs}",
-                     cfg.num_steps, loop.progress)
+    g = plan.num_points
+    prog = _Progress(f"runs {rows.start * g}-{min(rows.stop, plan.num_units) * g} of "
+                     f"{plan.num_runs}", cfg.num_steps, loop.progress)
     for c in range(first_chunk, plan.num_chunks):
         (gstate, ms), dt = _timed(_run_chunk, loop, programs, x, gstate, targets, c)
         timing = timing._replace(run_s=timing.run_s + dt)
@@ -677,12 +686,13 @@ def _timed(fn: Callable, *args) -> tuple[Any, float]:
 
 def _store(curves: Curves, metrics: Mapping[str, Mapping[str, Any]], rows: slice,
            first_log: int) -> None:
-    """Writes a slice's metrics (``[runs]`` or ``[runs, n]``) into ``curves`` at the rows
-    of the slice and the logged points from ``first_log`` on."""
+    """Writes a slice's metrics (``[units, G]`` or ``[units, G, n]``) into ``curves`` at
+    the units of the slice and the logged points from ``first_log`` on."""
     for mn, mm in metrics.items():
         for k, v in mm.items():
-            a = np.asarray(v).reshape(rows.stop - rows.start, -1)
-            curves[mn][k][rows, first_log:first_log + a.shape[1]] = a
+            a = np.asarray(v)
+            a = a.reshape(a.shape[:2] + (-1,))
+            curves[mn][k][rows, :, first_log:first_log + a.shape[2]] = a
 
 
 def _check_finite(loop: _Loop, metrics: Mapping[str, Mapping[str, Any]], sl: int,
@@ -692,24 +702,26 @@ def _check_finite(loop: _Loop, metrics: Mapping[str, Mapping[str, Any]], sl: int
     plan, start, worst = loop.plan, loop.plan.rows(sl).start, None
     for mn, mm in metrics.items():
         for k, v in mm.items():
-            a = np.asarray(v).reshape(plan.per_slice, -1)[:plan.real_rows(sl)]
+            a = np.asarray(v).reshape(plan.per_slice * plan.num_points, -1)
+            a = a[:plan.real_rows(sl) * plan.num_points]  # rows: (unit, grid point)
             bad = ~np.isfinite(a)
             if not bad.any():
                 continue
             col = int(np.argmax(bad.any(axis=0)))
-            run = start + int(np.argmax(bad[:, col]))
+            row = int(np.argmax(bad[:, col]))
             if worst is None or col < worst[0]:
-                worst = (col, mn, k, run, a[run - start, col])
+                worst = (col, mn, k, row, a[row, col])
     if worst is None:
         return
-    col, mn, k, run, val = worst
+    col, mn, k, row, val = worst
+    unit, gi = divmod(row, plan.num_points)
     step = (first_log + col) * loop.group.cfgs[0].log_every
-    point = {h: float(x) for h, x in loop.points[int(plan.point[run])].items()}
+    point = {h: float(x) for h, x in loop.points[gi].items()}
     raise ValueError(
         f"check_nans: metric {k!r} of method {mn!r} is {float(val)} at logged step {step}"
         f" (the first non-finite one) for grid point {point} (hparams), instance "
-        f"{int(plan.instance[run])}, seed {int(plan.seed[run])}; rerun with JAX_DEBUG_NANS=1 "
-        "to find the operation that produced it"
+        f"{int(plan.instance[start + unit])}, seed {int(plan.seed[start + unit])}; rerun "
+        "with JAX_DEBUG_NANS=1 to find the operation that produced it"
     )
 
 

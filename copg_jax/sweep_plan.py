@@ -1,14 +1,17 @@
-"""The plan of a sweep: grid points × instances × seeds as one padded runs axis.
+"""The plan of a sweep: (instance, seed) *units* as one padded axis, the grid inside each.
 
-Run ``r`` is grid point ``point[r]``, instance ``instance[r]`` and seed ``seed[r]`` (seeds
-vary fastest, then instances, then grid points). The runs axis is processed in slices of
-``per_slice`` runs, a multiple of the device count (each device maps the program over its
-own block); the last slice is padded with repeats of the first runs, which are dropped
-from the results. Every slice runs the same compiled programs.
+A unit is one problem instance and one seed: its offline dataset, epoch permutations,
+minibatches and their counts depend only on these, so they are computed once per unit and
+shared by the unit's G grid points, which are vmapped inside the programs
+(:func:`copg_jax.train.run_group_chunk` with ``grid=True``). Unit ``u`` is instance
+``instance[u]`` and seed ``seed[u]`` (seeds vary fastest). The units axis is processed in
+slices of ``per_slice`` units, a multiple of the device count (each device maps the
+program over its own block); the last slice is padded with repeats of the first units,
+which are dropped from the results. Every slice runs the same compiled programs.
 
-Seeds are common random numbers: run (instance ``i``, seed ``s``) uses the key
+Seeds are common random numbers: unit (instance ``i``, seed ``s``) uses the key
 ``fold_in(fold_in(PRNGKey(seed), i), s)`` for every method and grid point, so all methods
-see the same offline datasets.
+and grid points see the same offline datasets.
 """
 
 from __future__ import annotations
@@ -26,19 +29,20 @@ from copg_jax.algos.base import Method
 from copg_jax.dtypes import as_float
 from copg_jax.validation import check_memory
 
-Curves = dict[str, dict[str, np.ndarray]]  # method -> metric -> [runs, logged points]
+Curves = dict[str, dict[str, np.ndarray]]  # method -> metric -> [units, G, logged points]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Plan:
-    """The runs axis of one sweep and how it is cut into slices and chunks.
+    """The units axis of one sweep and how it is cut into slices and chunks.
 
     Attributes:
       num_points, num_instances, num_seeds: the sizes ``G, I, S`` of the sweep.
-      per_slice: runs in memory at once (a multiple of the device count).
-      num_slices: slices of the padded runs axis.
-      point, instance, seed: ``[padded]`` integer arrays, each run's grid point, instance
-        and seed index (padding rows repeat the first runs).
+      per_slice: units in memory at once (a multiple of the device count), each with its
+        G grid points.
+      num_slices: slices of the padded units axis.
+      instance, seed: ``[padded]`` integer arrays, each unit's instance and seed index
+        (padding rows repeat the first units).
       num_logs: logged points after step 0 (``num_steps // log_every``).
       logs_per_chunk: logged points per chunk (a divisor of ``num_logs``).
     """
@@ -48,15 +52,18 @@ class Plan:
     num_seeds: int
     per_slice: int
     num_slices: int
-    point: np.ndarray
     instance: np.ndarray
     seed: np.ndarray
     num_logs: int
     logs_per_chunk: int
 
     @property
+    def num_units(self) -> int:
+        return self.num_instances * self.num_seeds
+
+    @property
     def num_runs(self) -> int:
-        return self.num_points * self.num_instances * self.num_seeds
+        return self.num_points * self.num_units
 
     @property
     def padded(self) -> int:
@@ -67,19 +74,19 @@ class Plan:
         return self.num_logs // self.logs_per_chunk
 
     def rows(self, sl: int) -> slice:
-        """The rows of slice ``sl`` on the padded runs axis."""
+        """The units of slice ``sl`` on the padded units axis."""
         return slice(sl * self.per_slice, (sl + 1) * self.per_slice)
 
     def real_rows(self, sl: int) -> int:
-        """How many rows of slice ``sl`` are runs (the rest is padding)."""
+        """How many units of slice ``sl`` are real (the rest is padding)."""
         rows = self.rows(sl)
-        return max(0, min(rows.stop, self.num_runs) - rows.start)
+        return max(0, min(rows.stop, self.num_units) - rows.start)
 
     def shaped(self, curves: Curves) -> Curves:
-        """``[padded, L+1]`` curves -> ``[G, I, S, L+1]``, the padding dropped."""
-        shape = (self.num_points, self.num_instances, self.num_seeds, self.num_logs + 1)
-        return {m: {k: v[:self.num_runs].reshape(shape) for k, v in mm.items()}
-                for m, mm in curves.items()}
+        """``[padded, G, L+1]`` curves -> ``[G, I, S, L+1]``, the padding dropped."""
+        shape = (self.num_instances, self.num_seeds, self.num_points, self.num_logs + 1)
+        return {m: {k: np.moveaxis(v[:self.num_units].reshape(shape), 2, 0)
+                    for k, v in mm.items()} for m, mm in curves.items()}
 
 
 def chunking(num_logs: int, requested: int | None) -> int:
@@ -93,18 +100,18 @@ def chunking(num_logs: int, requested: int | None) -> int:
 def make_plan(num_points: int, num_instances: int, num_seeds: int, *, num_steps: int,
               log_every: int, logs_per_chunk: int | None, max_parallel: int | None,
               num_devices: int) -> Plan:
-    """The padded runs axis of ``G × I × S`` runs, at most ``max_parallel`` at once
-    (rounded up to a multiple of ``num_devices``; ``None``: all at once)."""
-    n = num_points * num_instances * num_seeds
-    per_slice = n if max_parallel is None else min(n, max_parallel)
+    """The padded units axis of ``I × S`` units of G grid points each, at most
+    ``max_parallel`` runs at once (runs = units × G; rounded to whole units, at least one
+    per device; ``None``: all at once)."""
+    n = num_instances * num_seeds
+    per_slice = n if max_parallel is None else min(n, max(1, max_parallel // num_points))
     per_slice = int(math.ceil(per_slice / num_devices) * num_devices)
     num_slices = int(math.ceil(n / per_slice))
-    flat = np.arange(num_slices * per_slice) % n  # padding repeats early runs
-    point, rem = np.divmod(flat, num_instances * num_seeds)
-    instance, seed = np.divmod(rem, num_seeds)
+    flat = np.arange(num_slices * per_slice) % n  # padding repeats early units
+    instance, seed = np.divmod(flat, num_seeds)
     num_logs = num_steps // log_every
-    return Plan(num_points, num_instances, num_seeds, per_slice, num_slices, point, instance,
-                seed, num_logs, chunking(num_logs, logs_per_chunk))
+    return Plan(num_points, num_instances, num_seeds, per_slice, num_slices, instance, seed,
+                num_logs, chunking(num_logs, logs_per_chunk))
 
 
 def check_plan_memory(plan: Plan, problem_batch: Any) -> None:
@@ -112,16 +119,19 @@ def check_plan_memory(plan: Plan, problem_batch: Any) -> None:
     per_instance = sum(np.asarray(x).nbytes
                        for x in jax.tree_util.tree_leaves(problem_batch)) / plan.num_instances
     check_memory("max_parallel", per_instance * plan.per_slice,
-                 f"{plan.per_slice} runs in memory at once, each with its own copy of the "
-                 "problem", "; set max_parallel (--max_parallel) to fewer runs")
+                 f"{plan.per_slice * plan.num_points} runs in memory at once "
+                 f"({plan.per_slice} (instance, seed) units of {plan.num_points} grid points, "
+                 "each unit with its own copy of the problem)",
+                 "; set max_parallel (--max_parallel) to fewer runs")
 
 
 class RunInputs(NamedTuple):
-    """What every run of the sweep gets, over the whole padded runs axis.
+    """What every unit of the sweep gets, over the whole padded units axis.
 
     Attributes:
       problems: the stacked problem instances ``[I, ...]`` (indexed per slice).
-      hparams: one ``{name: [padded]}`` per method, its hyperparameters in each run.
+      hparams: one ``{name: [G]}`` per method, its hyperparameters at each grid point
+        (the same for every unit).
       keys: ``[padded]`` PRNG keys, ``fold_in(fold_in(PRNGKey(seed), i), s)``.
     """
 
@@ -133,13 +143,12 @@ class RunInputs(NamedTuple):
 def run_inputs(plan: Plan, methods: Sequence[Method],
                method_points: Sequence[Sequence[Mapping[str, float]]], problem_batch: Any,
                seed: int) -> RunInputs:
-    """The hyperparameters (``method_points[m][g]``, before defaults) and keys of every
-    run, and the problems they index."""
+    """The hyperparameters (``method_points[m][g]``, before defaults) of every grid point,
+    the keys of every unit, and the problems they index."""
     hparams = []
     for m, points in zip(methods, method_points, strict=True):
         hps = [m.resolve_hparams(p) for p in points]
-        hparams.append({k: as_float(np.array([float(h[k]) for h in hps])[plan.point])
-                        for k in hps[0]})
+        hparams.append({k: as_float(np.array([float(h[k]) for h in hps])) for k in hps[0]})
     base = jax.random.PRNGKey(seed)
     keys = jax.vmap(lambda i, s: jax.random.fold_in(jax.random.fold_in(base, i), s))(
         jnp.asarray(plan.instance, jnp.uint32), jnp.asarray(plan.seed, jnp.uint32))
@@ -147,8 +156,9 @@ def run_inputs(plan: Plan, methods: Sequence[Method],
 
 
 class SliceInputs(NamedTuple):
-    """The arguments of one slice's programs: ``[per_slice, ...]`` problems (each run's
-    own instance), hyperparameters (one dict per method) and keys."""
+    """The arguments of one slice's programs: ``[per_slice, ...]`` problems (each unit's
+    own instance), the grid's hyperparameters (one ``{name: [G]}`` per method, shared by
+    the units) and the units' keys."""
 
     problems: Any
     hparams: tuple[dict[str, jax.Array], ...]
@@ -156,10 +166,9 @@ class SliceInputs(NamedTuple):
 
 
 def slice_inputs(plan: Plan, inputs: RunInputs, sl: int) -> SliceInputs:
-    """The rows of slice ``sl`` of ``inputs`` (on the default device; see
+    """The units of slice ``sl`` of ``inputs`` (on the default device; see
     :func:`copg_jax.sweep_programs.shard` for placing them on the mesh)."""
     rows = plan.rows(sl)
     inst = plan.instance[rows]
     problems = jax.tree_util.tree_map(lambda a: a[inst], inputs.problems)
-    hparams = tuple({k: v[rows] for k, v in h.items()} for h in inputs.hparams)
-    return SliceInputs(problems, hparams, inputs.keys[rows])
+    return SliceInputs(problems, inputs.hparams, inputs.keys[rows])

@@ -1,10 +1,12 @@
 """The compiled programs of a sweep: initialization, epoch permutations, one chunk.
 
-Each is the per-run function of :mod:`copg_jax.train` ``vmap``-ed over one slice of the
-runs axis (:mod:`copg_jax.sweep_plan`) and split over all devices with ``shard_map`` on a
-1-D mesh: each device maps it over its own block of runs, with no communication, so host
-callbacks (the CPU sort of :mod:`copg_jax.data`) run on every device's own shard.
-Hyperparameters are array leaves, so only the static configuration is compiled in.
+Each is the per-unit function of :mod:`copg_jax.train` (one instance and seed, its grid
+points vmapped inside, sharing the unit's data) ``vmap``-ed over one slice of the units
+axis (:mod:`copg_jax.sweep_plan`) and split over all devices with ``shard_map`` on a
+1-D mesh: each device maps it over its own block of units, with no communication, so host
+callbacks (the CPU sort of :mod:`copg_jax.data`) run on every device's own shard. The
+grid's hyperparameters are array leaves on every device, so only the static configuration
+and the grid's size are compiled in.
 
 On CPU the epoch shuffle calls NumPy (a host callback), and JAX's persistent cache does
 not keep programs with host callbacks. So each chunk's permutations come from a small
@@ -44,14 +46,22 @@ def shard(tree: Any, sharding: NamedSharding) -> Any:
     return jax.tree_util.tree_map(lambda a: jax.device_put(a, sharding), tree)
 
 
+def place(x: SliceInputs, sharding: NamedSharding) -> SliceInputs:
+    """A slice's inputs on the mesh: problems and keys split over the units axis, the
+    grid's hyperparameters (shared by every unit) on every device."""
+    whole = NamedSharding(sharding.mesh, WHOLE)
+    return SliceInputs(shard(x.problems, sharding), shard(x.hparams, whole),
+                       shard(x.keys, sharding))
+
+
 class Programs(NamedTuple):
     """The compiled programs of one sweep, each run on every slice.
 
     Attributes:
       init: ``(problems, hparams, keys) -> (group state, targets, step-0 metrics)``.
       chunk: ``(problems, hparams, group state, targets, start, *perms) -> (group state,
-        metrics [runs, logs_per_chunk])``; ``start`` is the chunk's first step.
-      perms: ``(shuffle keys, first epoch) -> [runs, perm_epochs, dataset_size]``, the
+        metrics [units, G, logs_per_chunk])``; ``start`` is the chunk's first step.
+      perms: ``(shuffle keys, first epoch) -> [units, perm_epochs, dataset_size]``, the
         offline data's epoch permutations of one chunk; ``None`` when the chunk program
         shuffles itself.
       perm_epochs: epochs of permutations per chunk (0 without ``perms``).
@@ -81,9 +91,9 @@ def _init_fn(group: train.Group, mesh: Mesh, label: str):
         TRACE_COUNTS[(label, "init")] += 1
 
         def local(p, h, k):
-            return jax.vmap(lambda p1, h1, k1: train.init_group(group, p1, h1, k1))(p, h, k)
+            return jax.vmap(lambda p1, k1: train.init_group(group, p1, h, k1, grid=True))(p, k)
 
-        return jax.shard_map(local, mesh=mesh, in_specs=RUNS, out_specs=RUNS,
+        return jax.shard_map(local, mesh=mesh, in_specs=(RUNS, WHOLE, RUNS), out_specs=RUNS,
                              check_vma=False)(problems, hparams, keys)
 
     return init
@@ -106,13 +116,14 @@ def _chunk_fn(group: train.Group, mesh: Mesh, label: str, logs_per_chunk: int):
         TRACE_COUNTS[(label, "chunk")] += 1
 
         def local(p, h, g, tg, st, *pm):
-            def one(p1, h1, g1, tg1, *pm1):
-                return train.run_group_chunk(group, p1, h1, g1, tg1, st, logs_per_chunk, *pm1)
+            def one(p1, g1, tg1, *pm1):
+                return train.run_group_chunk(group, p1, h, g1, tg1, st, logs_per_chunk, *pm1,
+                                             grid=True)
 
-            return jax.vmap(one)(p, h, g, tg, *pm)
+            return jax.vmap(one)(p, g, tg, *pm)
 
         return jax.shard_map(local, mesh=mesh,
-                             in_specs=(RUNS, RUNS, RUNS, RUNS, WHOLE) + (RUNS,) * len(perms),
+                             in_specs=(RUNS, WHOLE, RUNS, RUNS, WHOLE) + (RUNS,) * len(perms),
                              out_specs=RUNS, check_vma=False)(problems, hparams, gstate,
                                                               targets, start, *perms)
 

@@ -33,6 +33,7 @@ numbers) nor on which other methods share the run.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -345,10 +346,8 @@ class GroupState(NamedTuple):
     data: Any  # DataState or None
 
 
-def init_group(group: Group, problem, hps: Sequence, key) -> tuple[GroupState, tuple, dict]:
-    """Initial states, targets and step-0 metrics ``{method: {metric: scalar}}``."""
-    d = group.data_cfg
-    data = init_data(problem, d, key) if d is not None else None
+def _init_point(group: Group, problem, hps: Sequence, key) -> tuple[tuple, tuple, dict]:
+    """The states, targets and step-0 metrics of the methods at one grid point."""
     kind = kind_of(problem)
     targets = over_methods(problem, hps, lambda hp: kind.target(problem, hp))
     states = [init_state(m, problem, hp, c, key)
@@ -357,8 +356,23 @@ def init_group(group: Group, problem, hps: Sequence, key) -> tuple[GroupState, t
                                                                    strict=True)), strict=True)
     m0 = over_methods(problem, hps, lambda hp, lg, av, tg: kind.metrics(problem, lg, av, hp, tg),
                       logits, avg, targets)
-    return (GroupState(tuple(states), data), tuple(targets),
-            {m.name: x for m, x in zip(group.methods, m0, strict=True)})
+    return tuple(states), tuple(targets), {m.name: x for m, x in zip(group.methods, m0,
+                                                                      strict=True)}
+
+
+def init_group(group: Group, problem, hps: Sequence, key, grid: bool = False
+               ) -> tuple[GroupState, tuple, dict]:
+    """Initial states, targets and step-0 metrics ``{method: {metric: scalar}}``.
+
+    ``grid``: every leaf of ``hps`` has a leading axis of G grid points; the offline
+    dataset is drawn once and the states, targets and metrics get the leading G axis
+    (the grid is vmapped inside the run: every grid point sees the same data, as it would
+    alone with the same key)."""
+    d = group.data_cfg
+    data = init_data(problem, d, key) if d is not None else None
+    point = functools.partial(_init_point, group, problem, key=key)
+    states, targets, m0 = jax.vmap(point)(hps) if grid else point(hps)
+    return GroupState(states, data), targets, m0
 
 
 def chunk_epochs(group: Group, start: int, num_logs: int) -> tuple[int, int]:
@@ -370,19 +384,52 @@ def chunk_epochs(group: Group, start: int, num_logs: int) -> tuple[int, int]:
     return start // spe, end // spe - start // spe + 1
 
 
+def _point_steps(group: Group, problem, hps: Sequence, states: tuple, t,
+                 shared: Offline) -> tuple:
+    """One update of every method at one grid point, on the shared minibatch."""
+    return tuple(train_step(m, problem, hp, c, st, t, shared if uses_dataset(m, c) else None)
+                 for m, c, hp, st in zip(group.methods, group.cfgs, hps, states, strict=True))
+
+
+def _point_logged(group: Group, problem, hps: Sequence, states: tuple, targets,
+                  deferred: Sequence[bool]) -> tuple:
+    """What a logged step keeps per method: its snapshot (deferred) or its metrics."""
+    return tuple(snapshot(problem, c, st) if defer else compute_metrics(problem, hp, c, st, tg)
+                 for c, hp, st, tg, defer in zip(group.cfgs, hps, states, targets, deferred,
+                                                 strict=True))
+
+
+def _point_metrics(group: Group, problem, hps: Sequence, targets, logged: tuple,
+                   deferred: Sequence[bool]) -> dict:
+    """The chunk's metrics ``{method: {metric: [num_logs]}}`` at one grid point."""
+    if all(deferred):
+        ms = over_methods(problem, hps, lambda hp, snap, tg: metrics_of_snapshots(
+            problem, hp, tg, *snap), logged, targets)
+    else:
+        ms = [metrics_of_snapshots(problem, hp, tg, *out) if defer else out
+              for hp, tg, out, defer in zip(hps, targets, logged, deferred, strict=True)]
+    return {m.name: x for m, x in zip(group.methods, ms, strict=True)}
+
+
 def run_group_chunk(group: Group, problem, hps: Sequence, gstate: GroupState, targets, start,
-                    num_logs: int, perms=None):
+                    num_logs: int, perms=None, grid: bool = False):
     """``num_logs × log_every`` updates of every method from step ``start``; metrics
     ``{method: {metric: [num_logs]}}`` after each chunk. ``start`` must be unbatched.
 
     ``perms``: optionally the offline data's epoch permutations for the epochs from
     ``start // steps_per_epoch`` on (:func:`copg_jax.data.epoch_permutations`, at least
     :func:`chunk_epochs` of them), computed by the caller: the same numbers, and a chunk
-    program without the CPU host sort (which JAX's persistent cache cannot hold)."""
+    program without the CPU host sort (which JAX's persistent cache cannot hold).
+
+    ``grid`` (:func:`init_group`): the states, targets and ``hps`` carry a leading axis of
+    G grid points. The minibatch, its epoch permutation and its counts are computed once
+    per step and shared by every grid point and method; only the updates and metrics are
+    vmapped over the grid (metrics gain the leading G axis)."""
     d = group.data_cfg
     log_every = group.cfgs[0].log_every
     lookahead = any(m.lookahead for m in group.methods)
     first_epoch = start // d.steps_per_epoch if d is not None else None
+    each = jax.vmap if grid else (lambda f: f)
 
     def inner(gs: GroupState, t):
         data, b1, b2 = gs.data, None, None
@@ -390,32 +437,26 @@ def run_group_chunk(group: Group, problem, hps: Sequence, gstate: GroupState, ta
             b1, data = data_lib.next_batch(data, t, d.batch_size, perms, first_epoch)
             if lookahead:
                 b2 = b1  # look-ahead reuses the minibatch when data are offline
-        c1 = offline_counts(group.methods, group.cfgs, problem, b1)
-        shared = Offline(b1, b2, c1)
-        states = tuple(
-            train_step(m, problem, hp, c, st, t, shared if uses_dataset(m, c) else None)
-            for m, c, hp, st in zip(group.methods, group.cfgs, hps, gs.states, strict=True)
-        )
-        return GroupState(states, data), None
+        shared = Offline(b1, b2, offline_counts(group.methods, group.cfgs, problem, b1))
+        steps = each(lambda h, s: _point_steps(group, problem, h, s, t, shared))
+        return GroupState(steps(hps, gs.states), data), None
 
     def outer(gs: GroupState, i):
         ts = start + i * log_every + jnp.arange(log_every, dtype=jnp.int32)
         gs, _ = jax.lax.scan(inner, gs, ts)
-        return gs, tuple(snapshot(problem, c, st) if defer else
-                         compute_metrics(problem, hp, c, st, tg)
-                         for c, hp, st, tg, defer in zip(group.cfgs, hps, gs.states, targets,
-                                                         deferred, strict=True))
+        return gs, each(lambda h, s, tg: _point_logged(group, problem, h, s, tg, deferred))(
+            hps, gs.states, targets)
 
-    deferred = [defers_metrics(problem, c, st) for c, st in zip(group.cfgs, gstate.states,
+    point_states = jax.tree_util.tree_map(lambda a: a[0], gstate.states) if grid else \
+        gstate.states
+    deferred = [defers_metrics(problem, c, st) for c, st in zip(group.cfgs, point_states,
                                                                  strict=True)]
     gstate, logged = jax.lax.scan(outer, gstate, jnp.arange(num_logs, dtype=jnp.int32))
-    if all(deferred):
-        ms = over_methods(problem, hps, lambda hp, snap, tg: metrics_of_snapshots(
-            problem, hp, tg, *snap), logged, targets)
-    else:
-        ms = [metrics_of_snapshots(problem, hp, tg, *out) if defer else out
-              for hp, tg, out, defer in zip(hps, targets, logged, deferred, strict=True)]
-    return gstate, {m.name: x for m, x in zip(group.methods, ms, strict=True)}
+    if grid:  # the scan stacked the logged steps first: [num_logs, G, ...] -> [G, ...]
+        logged = jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, 1), logged)
+    ms = each(lambda h, tg, lg: _point_metrics(group, problem, h, tg, lg, deferred))(
+        hps, targets, logged)
+    return gstate, ms
 
 
 def run_group(group: Group, problem, hps: Sequence, key) -> tuple[GroupState, dict, tuple]:

@@ -2,7 +2,8 @@
 
 * The grid size never causes recompilation (``TRACE_COUNTS``).
 * A vmapped sweep equals a Python loop over ``train.train`` runs with the sweep's keys,
-  seed by seed, for copg, ipo, rloo (sampled) and md (exact-only, run in exact mode).
+  seed by seed, bit for bit on CPU, for copg, ipo, rloo (sampled) and md (exact-only, run
+  in exact mode).
 * Methods trained side by side equal each method swept alone.
 * 1 device and 8 simulated host devices give identical curves (subprocesses, since
   ``XLA_FLAGS`` must be set before jax is imported), with padding of the runs axis.
@@ -137,6 +138,9 @@ def test_sweep_equals_loop_of_single_runs(side_by_side):
                         same &= assert_same(got, jax.device_get(run.metrics))
         bitwise[name] = same
     print("sweep vs single runs, bitwise equal:", bitwise)
+    # The grid is vmapped inside each (instance, seed) unit on its shared data: on CPU a
+    # sweep's run is the single run bit for bit (before, only to float32 rounding).
+    assert all(bitwise.values()), bitwise
 
 
 def test_side_by_side_equals_methods_alone(side_by_side):
@@ -471,19 +475,22 @@ def test_validate_without_problems_refuses_what_every_possible_kind_refuses(monk
 # plan and checkpoint records
 
 
-def test_plan_pads_the_runs_axis_to_whole_slices_of_devices():
+def test_plan_pads_the_units_axis_to_whole_slices_of_devices():
+    """3 grid points × 2 instances × 5 seeds: 10 (instance, seed) units of 3 runs each;
+    max_parallel = 7 runs is 2 units, rounded up to the 4 devices."""
     plan = make_plan(3, 2, 5, num_steps=60, log_every=5, logs_per_chunk=5, max_parallel=7,
                      num_devices=4)
-    assert (plan.num_runs, plan.per_slice, plan.num_slices, plan.padded) == (30, 8, 4, 32)
+    assert (plan.num_runs, plan.num_units, plan.per_slice, plan.num_slices, plan.padded) == \
+        (30, 10, 4, 3, 12)
     assert (plan.num_logs, plan.logs_per_chunk, plan.num_chunks) == (12, 4, 3)
-    run = np.arange(30)
-    np.testing.assert_array_equal(plan.point[:30], run // 10)  # seeds vary fastest
-    np.testing.assert_array_equal(plan.instance[:30], run // 5 % 2)
-    np.testing.assert_array_equal(plan.seed[:30], run % 5)
-    np.testing.assert_array_equal(plan.point[30:], [0, 0])  # padding repeats the first runs
-    assert plan.rows(3) == slice(24, 32) and plan.real_rows(3) == 6
-    shaped = plan.shaped({"m": {"k": np.arange(32 * 13.0).reshape(32, 13)}})["m"]["k"]
-    assert shaped.shape == (3, 2, 5, 13) and shaped[2, 1, 4, 0] == 29 * 13
+    unit = np.arange(10)
+    np.testing.assert_array_equal(plan.instance[:10], unit // 5)  # seeds vary fastest
+    np.testing.assert_array_equal(plan.seed[:10], unit % 5)
+    np.testing.assert_array_equal(plan.seed[10:], [0, 1])  # padding repeats the first units
+    assert plan.rows(2) == slice(8, 12) and plan.real_rows(2) == 2
+    curves = np.arange(12 * 3 * 13.0).reshape(12, 3, 13)  # [units, G, L+1]
+    shaped = plan.shaped({"m": {"k": curves}})["m"]["k"]
+    assert shaped.shape == (3, 2, 5, 13) and shaped[2, 1, 4, 0] == curves[9, 2, 0]
 
 
 def test_checkpoint_record_round_trips_through_its_file(tmp_path):
