@@ -1,9 +1,9 @@
 """Sweep checkpoints: a typed record, and the one pair of functions that writes it to and
 reads it from its ``.npz`` file (atomically, with :mod:`copg_jax.results`).
 
-File layout (kept so that older checkpoints still resume): ``m/<method>/<metric>``, the
-curves logged so far; ``slice`` and ``chunk``, the next chunk to run; ``s/leaf<i>``, the
-training state's leaves (absent at a slice boundary).
+File layout: ``m/<method>/<metric>``, the curves logged so far; ``slice`` and ``chunk``,
+the next chunk to run; ``per_slice``, the units of a slice (absent in older files);
+``s/leaf<i>``, the training state's leaves (absent at a slice boundary).
 """
 
 from __future__ import annotations
@@ -26,24 +26,29 @@ class Checkpoint:
     """Where an interrupted sweep resumes.
 
     Attributes:
-      curves: method -> metric -> ``[padded runs, L+1]``, every point logged so far (the
-        rest NaN).
+      curves: method -> metric -> ``[padded units, G, L+1]``, every point logged so far
+        (the rest NaN).
       next_slice, next_chunk: the first chunk not run yet.
       state: the leaves of the training state of ``next_slice`` after the chunks before
         ``next_chunk`` (:func:`state_leaves`); ``None`` when ``next_chunk`` is 0 (the slice
         starts from its initialization).
+      per_slice: the (instance, seed) units of a slice, so that a resumed sweep cuts the
+        same slices (``None``: not recorded, older files).
     """
 
     curves: Curves
     next_slice: int
     next_chunk: int
     state: tuple[np.ndarray, ...] | None
+    per_slice: int | None = None
 
 
 def write_checkpoint(path: Path, ckpt: Checkpoint) -> None:
     """Writes ``ckpt`` to ``path`` atomically (a crash leaves the previous file)."""
     arrays = {f"m/{m}/{k}": v for m, mm in ckpt.curves.items() for k, v in mm.items()}
     arrays.update(slice=np.int64(ckpt.next_slice), chunk=np.int64(ckpt.next_chunk))
+    if ckpt.per_slice is not None:
+        arrays["per_slice"] = np.int64(ckpt.per_slice)
     if ckpt.state is not None:
         arrays.update({f"s/leaf{i}": x for i, x in enumerate(ckpt.state)})
     rs.write_npz(path, arrays)
@@ -71,7 +76,7 @@ class CheckpointWriter:
         self.wait()
         copy = Checkpoint({m: {k: np.array(v) for k, v in mm.items()}
                            for m, mm in ckpt.curves.items()},
-                          ckpt.next_slice, ckpt.next_chunk, ckpt.state)
+                          ckpt.next_slice, ckpt.next_chunk, ckpt.state, ckpt.per_slice)
         self._pending = self._pool.submit(self._write, self.path, copy)
 
     def wait(self) -> None:
@@ -104,7 +109,8 @@ def read_checkpoint(path: Path) -> Checkpoint:
         raise ValueError(f"{path}: the training state's leaves are not numbered 0.."
                          f"{len(leaves) - 1} (got {sorted(leaves)}); rerun with --overwrite")
     state = tuple(leaves[i] for i in range(len(leaves))) if leaves else None
-    return Checkpoint(curves, int(saved["slice"]), int(saved["chunk"]), state)
+    per_slice = int(saved["per_slice"]) if "per_slice" in saved else None
+    return Checkpoint(curves, int(saved["slice"]), int(saved["chunk"]), state, per_slice)
 
 
 def _without_dataset(gstate: train.GroupState) -> train.GroupState:

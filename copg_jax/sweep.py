@@ -2,13 +2,16 @@
 
 A sweep reads top to bottom as four pieces:
 
-* **plan** (:mod:`copg_jax.sweep_plan`): grid points, instances and seeds flattened into
-  one "runs" axis, padded to a multiple of the device count and cut into slices of at
-  most ``max_parallel`` runs; each run's hyperparameters and PRNG key;
+* **plan** (:mod:`copg_jax.sweep_plan`): instances × seeds as one axis of *units*, each
+  unit holding every grid point (its offline data are drawn once and shared by them),
+  padded to a multiple of the device count and cut into slices of at most
+  ``max_parallel`` runs, or, without it, of as many units as fit the memory budget of
+  :mod:`copg_jax.memory_plan`; each grid point's hyperparameters and each unit's key;
 * **programs** (:mod:`copg_jax.sweep_programs`): the compiled initialization, epoch
-  permutation and chunk programs, ``vmap``-ed over a slice and split over all devices;
-  compiled once for every slice (hyperparameter values are array leaves, so the number of
-  grid values or seeds never triggers a recompilation);
+  permutation and chunk programs, ``vmap``-ed over a slice's units (and inside each unit
+  over its grid points) and split over all devices; compiled once for every slice
+  (hyperparameter values are array leaves, so the grid's values or the number of seeds
+  never trigger a recompilation);
 * **host loop** (:func:`run_methods`): slice by slice, the initialization then the chunks
   of ``logs_per_chunk`` logged points, each followed by a progress line and a
   **checkpoint** (:mod:`copg_jax.checkpoint`, written atomically; ``--resume`` continues
@@ -58,6 +61,7 @@ from copg_jax.checkpoint import (
     write_checkpoint,
 )
 from copg_jax.kinds import ProblemKind, get_kind, kind_names, kind_of
+from copg_jax.memory_plan import MemoryPlan, choose_units, program_bytes
 from copg_jax.policies import PolicySpec
 from copg_jax.sweep_plan import Curves, Plan, check_plan_memory, make_plan, run_inputs, slice_inputs
 from copg_jax.sweep_programs import (
@@ -575,29 +579,25 @@ def run_methods(
     Returns ``{method: {metric: [G, I, S, L+1]}}`` and timings."""
     group = train.Group(tuple(methods), tuple(method_config(spec, m) for m in methods))
     group.check()
-    cfg, points = group.cfgs[0], spec.grid_points()
-    plan = make_plan(len(points), num_instances, spec.num_seeds, num_steps=cfg.num_steps,
-                     log_every=cfg.log_every, logs_per_chunk=spec.logs_per_chunk,
-                     max_parallel=spec.max_parallel, num_devices=jax.device_count())
-    check_plan_memory(plan, problem_batch)
+    points = spec.grid_points()
     method_points = [[spec.method_point(m.name, p) for p in points] for m in methods]
-    inputs = run_inputs(plan, methods, method_points, problem_batch, spec.seed)
-    mesh, sharded = runs_mesh()
-    loop = _Loop(group, plan, sharded, points, ckpt, progress, check_nans)
     saved = read_checkpoint(ckpt) if ckpt is not None and ckpt.exists() else None
+    _, sharded = runs_mesh()
+    t0 = time.perf_counter()
+    plan, inputs, programs, memory = _plan(spec, group, method_points, problem_batch,
+                                           num_instances, saved, sharded, progress)
+    _check_saved(saved, plan)
+    loop = _Loop(group, plan, sharded, points, ckpt, progress, check_nans)
     first = saved.next_slice if saved is not None else 0
     if saved is not None:
         step = saved.next_chunk * plan.logs_per_chunk * group.cfgs[0].log_every
         print(f"resuming from the checkpoint in {ckpt.parent}: slice {first + 1} of "
               f"{plan.num_slices}, step {step} of {group.cfgs[0].num_steps}",
               file=sys.stderr, flush=True)
-    curves, timing = (saved.curves if saved is not None else None), Timing()
-    if first < plan.num_slices:  # every slice has the shapes of the first
-        t0 = time.perf_counter()
-        programs = compile_programs(group, plan, mesh,
-                                    place(slice_inputs(plan, inputs, first), sharded),
-                                    ",".join(m.name for m in methods), PERMS_MAX_BYTES)
-        timing = Timing(compile_s=time.perf_counter() - t0)
+    curves = saved.curves if saved is not None else None
+    if first < plan.num_slices and programs is None:  # every slice has the first's shapes
+        programs = _compile(group, plan, inputs, sharded)
+    timing = Timing(compile_s=time.perf_counter() - t0)
     # The sweep module's write_checkpoint, looked up at each write (tests replace it).
     with CheckpointWriter(ckpt, lambda p, c: write_checkpoint(p, c)) as writer:
         for sl in range(first, plan.num_slices):
@@ -607,7 +607,64 @@ def run_methods(
                                         writer)
     assert curves is not None
     modes = {m.name: c.mode for m, c in zip(methods, group.cfgs, strict=True)}
-    return plan.shaped(curves), {**timing._asdict(), "modes": modes}
+    extra = {"memory_plan": memory.record()} if memory is not None else {}
+    return plan.shaped(curves), {**timing._asdict(), "modes": modes, **extra}
+
+
+def _compile(group: train.Group, plan: Plan, inputs, sharded: NamedSharding) -> Programs:
+    """The sweep's programs, compiled for the shapes of one slice of ``plan``."""
+    return compile_programs(group, plan, sharded.mesh,
+                            place(slice_inputs(plan, inputs, 0), sharded),
+                            ",".join(m.name for m in group.methods), PERMS_MAX_BYTES)
+
+
+def _plan(spec: SweepSpec, group: train.Group, method_points, problem_batch,
+          num_instances: int, saved: Checkpoint | None, sharded: NamedSharding,
+          progress: bool) -> tuple[Plan, Any, Programs | None, MemoryPlan | None]:
+    """The plan, its inputs, its programs if compiled while planning, and the memory
+    plan: with ``max_parallel=None``, every unit at once if XLA's estimate of the programs
+    compiled for that fits :mod:`copg_jax.memory_plan`'s budget, else slices sized from it
+    (compiled again for them later). A checkpoint's slicing wins (resume)."""
+    cfg, num_points = group.cfgs[0], len(method_points[0])
+
+    def plan_for(max_parallel):
+        return make_plan(num_points, num_instances, spec.num_seeds, num_steps=cfg.num_steps,
+                         log_every=cfg.log_every, logs_per_chunk=spec.logs_per_chunk,
+                         max_parallel=max_parallel, num_devices=jax.device_count())
+
+    max_parallel = spec.max_parallel
+    if saved is not None and saved.per_slice is not None:
+        max_parallel = saved.per_slice * num_points
+    full = plan_for(max_parallel)
+    inputs = run_inputs(full, group.methods, method_points, problem_batch, spec.seed)
+    if max_parallel is not None:
+        check_plan_memory(full, problem_batch)
+        return full, inputs, None, None
+    programs = _compile(group, full, inputs, sharded)
+    logged = jax.tree_util.tree_leaves(programs.init.out_info[2])  # step-0 metrics
+    curve_bytes = 2 * sum(full.num_units * num_points * (full.num_logs + 1) *
+                          leaf.dtype.itemsize for leaf in logged)  # and the checkpoint's copy
+    memory = choose_units(program_bytes(programs.init, programs.chunk) / full.per_slice,
+                          full.num_units, jax.device_count(), curve_bytes, num_points)
+    plan = plan_for(memory.units * num_points)
+    if plan.per_slice == full.per_slice:
+        return full, inputs, programs, memory
+    if progress:
+        print(memory.line(num_points), file=sys.stderr, flush=True)
+    return plan, run_inputs(plan, group.methods, method_points, problem_batch, spec.seed), \
+        None, memory
+
+
+def _check_saved(saved: Checkpoint | None, plan: Plan) -> None:
+    """Refuses a checkpoint whose curves are not this plan's (another layout or slicing)."""
+    if saved is None:
+        return
+    want = (plan.padded, plan.num_points, plan.num_logs + 1)
+    got = sorted({tuple(v.shape) for mm in saved.curves.values() for v in mm.values()})
+    if got != [want]:
+        raise ValueError(f"resume: the checkpoint's curves are {got}, this sweep's "
+                         f"{list(want)} (written by an earlier version, or with another "
+                         "max_parallel); rerun with --overwrite, or with the same settings")
 
 
 def _run_slice(loop: _Loop, programs: Programs, x, sl: int, curves: Curves | None,
@@ -666,8 +723,8 @@ def _after_chunk(plan: Plan, curves: Curves, sl: int, c: int,
     """The checkpoint after chunk ``c`` of slice ``sl``: the next chunk, or the next slice
     from its initialization (no state) after its last chunk."""
     if c + 1 == plan.num_chunks:
-        return Checkpoint(curves, sl + 1, 0, None)
-    return Checkpoint(curves, sl, c + 1, state_leaves(gstate))
+        return Checkpoint(curves, sl + 1, 0, None, plan.per_slice)
+    return Checkpoint(curves, sl, c + 1, state_leaves(gstate), plan.per_slice)
 
 
 def _timed(fn: Callable, *args) -> tuple[Any, float]:

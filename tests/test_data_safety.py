@@ -346,6 +346,25 @@ def test_too_many_runs_for_memory_are_refused_before_running(monkeypatch):
         sw.sweep(_spec(num_seeds=50), paper_bandit(), progress=False)
 
 
+def test_without_max_parallel_slices_come_from_the_memory_estimate(monkeypatch, capsys):
+    """With memory for about 5 (instance, seed) units, a 12-seed sweep of 2 grid points runs
+    in slices of fewer units (5 less what the curves take), says so on stderr, records the
+    choice, and gives the curves of the sweep that held every unit at once, bit for bit."""
+    from copg_jax import memory_plan, validation
+
+    spec = _spec(methods=["copg", "ipo"], grid={"beta": [0.5, 1.0]}, num_seeds=12)
+    whole = sw.sweep(spec, paper_bandit(), progress=False)
+    unit = whole.summary["timing"]["memory_plan"]["unit_bytes"]
+    assert whole.summary["timing"]["memory_plan"]["units"] == 12 and unit > 0
+    monkeypatch.setattr(validation, "available_memory_bytes",
+                        lambda: int(5.5 * unit / memory_plan.MEMORY_FRACTION))
+    sliced = sw.sweep(spec, paper_bandit(), progress=True)
+    assert 2 <= sliced.summary["timing"]["memory_plan"]["units"] <= 5
+    assert "memory plan:" in capsys.readouterr().err
+    for k, v in whole.curves.items():
+        np.testing.assert_array_equal(sliced.curves[k], v, err_msg=k)
+
+
 def test_cli_clear_errors(tmp_path):
     diag = cli_jobs.run_jobs("experiments.estimator_diagnostics", tmp_path,
                              {"md": ["--methods", "md"]})
