@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from benchmarks.cli_timing import timed_cli
 
 OUT = Path("results/benchmarks/egpo_scale.json")
 NUM_GAMES, NUM_ACTIONS, BATCH = 10, 10, 100
@@ -95,13 +95,7 @@ def cli(row: Row, cache: str, out: str, log_every: int = 1, cwd: str | None = No
     cmd = [sys.executable, "-m", "experiments.preference_game", *row.flags,
            f"--log_every={log_every}", f"--compile_cache={cache}", f"--out={out}",
            "--overwrite", "--noprogress"]
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
-    wall = time.perf_counter() - t0
-    if p.returncode:
-        return {"error": (p.stderr or p.stdout)[-2000:]}
-    timing = json.loads((Path(out) / "run_info.json").read_text())["timing"]
-    return {"wall_s": wall, **{k: v for k, v in timing.items() if isinstance(v, int | float)}}
+    return timed_cli(cmd, out, cwd)[0]
 
 
 def games() -> tuple[np.ndarray, np.ndarray]:

@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.cli_timing import timed_cli
 
 OUT = Path("results/benchmarks/grid_scaling.json")
 PLOT = Path("results/benchmarks/grid_scaling.png")
@@ -50,15 +50,10 @@ def cli(points: int, epochs: int, seeds: int, cache: str, out: str,
     cmd = [sys.executable, "-c", WRAP, "experiments.copg_bandit", f"--beta={betas(points)}",
            f"--methods={METHODS}", f"--seeds={seeds}", f"--epochs={epochs}",
            f"--compile_cache={cache}", f"--out={out}", "--overwrite", "--noprogress"]
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
-    wall = time.perf_counter() - t0
-    if p.returncode:
-        return {"error": (p.stderr or p.stdout)[-2000:]}
-    timing = json.loads((Path(out) / "run_info.json").read_text())["timing"]
-    peak = re.search(r"PEAK_RSS_KB (\d+)", p.stderr)
-    return {"wall_s": wall, "peak_mb": int(peak[1]) / 1024 if peak else None,
-            **{k: v for k, v in timing.items() if isinstance(v, int | float)}}
+    rec, err = timed_cli(cmd, out, cwd)
+    peak = re.search(r"PEAK_RSS_KB (\d+)", err)
+    return {**rec, "peak_mb": int(peak[1]) / 1024 if peak else None} if "error" not in rec \
+        else rec
 
 
 def measure(points: list[int], epochs: int, seeds: int, cwd: str | None) -> list[dict]:
@@ -108,6 +103,10 @@ def plot(result: dict, path: Path) -> None:
         g = [r["points"] for r in rows]
         a1.plot(g, [r["run_s"] for r in rows], style, label=label)
         a2.plot(g, [r["peak_mb"] for r in rows], style, label=label)
+    base = next((r["run_s"] for r in result.get("after") or [] if r["points"] == 1
+                 and "run_s" in r), None)
+    if base:
+        a1.axhline(2 * base, ls=":", color="gray", label="2× run of G = 1 (the target at 16)")
     for ax, what in ((a1, "run s (warm cache)"), (a2, "peak RSS MB")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("grid points G (β values)")
