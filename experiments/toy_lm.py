@@ -43,6 +43,7 @@ finished run redoes the summary and figures only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 from absl import flags
@@ -200,23 +201,22 @@ def claim(summary: dict, curves: dict, best: dict[str, int]) -> dict:
     return out
 
 
-def make_figures(out, summary: dict, curves: dict, best: dict[str, int]) -> None:
+def _runs(curves: dict, gi: int, m: str, metric: str = "expected_reward") -> np.ndarray:
+    """``[seeds, T]`` curves of method ``m`` at grid point ``gi``."""
+    return stats.units(curves[f"{m}/{metric}"][gi, 0:1], pool=False)[0]
+
+
+def _reward_vs_step(out, grid: list[dict], curves: dict, reward_label: str) -> None:
+    """reward_vs_step.png: one panel per grid point, every method."""
     import matplotlib.pyplot as plt
 
-    grid, steps = summary["grid"], curves["steps"]
-    methods = list(grid[0]["methods"])
-    mc = " (Monte-Carlo)" if summary.get("exact_metrics") is False else ""
-    reward_label = "reward E_π[R]" + mc
-
-    def runs(gi, m, metric="expected_reward"):
-        return stats.units(curves[f"{m}/{metric}"][gi, 0:1], pool=False)[0]
-
+    steps, methods = curves["steps"], list(grid[0]["methods"])
     cols = min(3, len(grid))
     rows = -(-len(grid) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.9 * rows), squeeze=False)
     fig.subplots_adjust(hspace=0.45, wspace=0.3)
     for ax, (gi, entry) in zip(axes.flat, enumerate(grid), strict=False):
-        plotting.plot_curves(ax, steps, {m: runs(gi, m) for m in methods},
+        plotting.plot_curves(ax, steps, {m: _runs(curves, gi, m) for m in methods},
                              dict.fromkeys(methods), logy=False)
         ax.set_title(f"β = {entry['hparams']['beta']:g}", fontsize=9)
         ax.set_xlabel("update")
@@ -228,6 +228,16 @@ def make_figures(out, summary: dict, curves: dict, best: dict[str, int]) -> None
                  f"{plotting.band_caption(grid[0]['methods'])}", fontsize=9)
     plotting.save(fig, out / "reward_vs_step.png")
 
+
+def make_figures(out, summary: dict, curves: dict, best: dict[str, int]) -> None:
+    import matplotlib.pyplot as plt
+
+    grid, steps = summary["grid"], curves["steps"]
+    methods = list(grid[0]["methods"])
+    mc = " (Monte-Carlo)" if summary.get("exact_metrics") is False else ""
+    reward_label = "reward E_π[R]" + mc
+    runs = functools.partial(_runs, curves)
+    _reward_vs_step(out, grid, curves, reward_label)
     betas = [e["hparams"]["beta"] for e in grid]
     fig, ax = plt.subplots(figsize=(6, 4.2))
     plotting.plot_grid(ax, betas, {m: [runs(gi, m)[:, -1] for gi in range(len(grid))]
