@@ -151,14 +151,19 @@ def _batches(data: Pairs, cfg: SampledRunConfig, key: Array) -> Pairs:
     return jax.tree_util.tree_map(lambda a: a[idx], data)
 
 
+def seed_pairs(problem: sl.SampledLM, cfg: SampledRunConfig, key: Array) -> Pairs:
+    """A seed's offline pairs, from the first of its run key's four parts."""
+    return pairs(problem, jax.random.split(key, 4)[0], cfg.num_pairs)
+
+
 def train_run(problem: sl.SampledLM, method: str, cfg: SampledRunConfig, beta, lr,
               key: Array, data: Pairs | None = None) -> dict[str, Array]:
     """One run from π_ref: ``{metric: [num_steps/log_every + 1]}`` (step 0, then every
     ``log_every`` updates). ``data``: the seed's offline pairs (drawn from ``key`` if
     None; ignored by ``rloo``)."""
-    k_data, k_perm, k_on, k_metric = jax.random.split(key, 4)
+    k_perm, k_on, k_metric = jax.random.split(key, 4)[1:]
     if data is None and method != "rloo":
-        data = pairs(problem, k_data, cfg.num_pairs)
+        data = seed_pairs(problem, cfg, key)
     opt = optax.inject_hyperparams(optax.adam)(learning_rate=lr)
     batches = None if method == "rloo" else _batches(data, cfg, k_perm)
 
@@ -190,8 +195,7 @@ def grid_program(problem: sl.SampledLM, method: str, cfg: SampledRunConfig) -> C
     once and shared by its G grid points (vmapped inside the seed)."""
 
     def seed(key, betas, lrs):
-        data = None if method == "rloo" else pairs(problem, jax.random.split(key, 4)[0],
-                                                   cfg.num_pairs)
+        data = None if method == "rloo" else seed_pairs(problem, cfg, key)
         return jax.vmap(lambda b, lr: train_run(problem, method, cfg, b, lr, key, data))(
             betas, lrs)
 
