@@ -16,8 +16,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from copg_jax import distributed, train
 from copg_jax import results as rs
-from copg_jax import train
 from copg_jax.sweep_plan import Curves
 
 
@@ -120,8 +120,10 @@ def _without_dataset(gstate: train.GroupState) -> train.GroupState:
 
 def state_leaves(gstate: train.GroupState) -> tuple[np.ndarray, ...]:
     """A slice's training state as host arrays: every leaf except the offline dataset
-    (regenerated from the keys by the initialization)."""
-    return tuple(np.asarray(x) for x in jax.tree_util.tree_leaves(_without_dataset(gstate)))
+    (regenerated from the keys by the initialization); over several processes, every
+    run's (:func:`copg_jax.distributed.to_host`)."""
+    host = distributed.to_host(_without_dataset(gstate))
+    return tuple(np.asarray(x) for x in jax.tree_util.tree_leaves(host))
 
 
 def restore_state(template: train.GroupState,

@@ -298,11 +298,13 @@ def hold_locks_until_exit() -> None:
     write figures after the sweep); the operating system releases the locks then."""
     global _KEEP_UNTIL_EXIT
     if not _KEEP_UNTIL_EXIT:
-        atexit.register(_remove_lock_info)
+        atexit.register(remove_lock_info)
     _KEEP_UNTIL_EXIT = True
 
 
-def _remove_lock_info() -> None:
+def remove_lock_info() -> None:
+    """Removes the holder information of every folder this process locked (at exit; the
+    locks themselves go with the process)."""
     for key in list(_HELD):
         with contextlib.suppress(OSError):
             (Path(key) / LOCK_INFO).unlink()

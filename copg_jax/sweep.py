@@ -47,9 +47,9 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 import copg_jax
+from copg_jax import distributed, train
 from copg_jax import results as rs
 from copg_jax import stats as stats_lib
-from copg_jax import train
 from copg_jax.algos.base import Method, StaticConfig
 from copg_jax.algos.registry import get_method, list_methods
 from copg_jax.checkpoint import (
@@ -412,18 +412,41 @@ def sweep(
     spec, methods, num_problems, problem_batch, fixed_point_cfgs = _prepare(
         spec, problems, fixed_points)
     config = _config(spec, problem_batch, extra_config)
-    out_path = rs.check_out(out) if out is not None else None
+    # Process 0 checks and prepares the folder; the others wait for it (they would see
+    # it half-prepared).
+    out_path = None if out is None else rs.check_out(out) if distributed.is_main() \
+        else Path(out)
     run = functools.partial(
         _run, spec, methods, num_problems, problem_batch, config, progress=progress,
         method_summary=method_summary, summary_extra=summary_extra, check_nans=check_nans,
         on_start=on_start, fixed_point_cfgs=fixed_point_cfgs)
     if out_path is None:
         return run(None, "new")
-    state = rs.prepare_folder(out_path, config, resume=resume, overwrite=overwrite)
+    if not distributed.is_main():  # process 0 prepares and writes the folder
+        return run(out_path, _folder_state_from_main(None))
+    try:
+        state = rs.prepare_folder(out_path, config, resume=resume, overwrite=overwrite)
+    except BaseException:
+        distributed.from_main(-1)  # the other processes stop too (below)
+        raise
+    _folder_state_from_main(state)
     try:
         return run(out_path, state)
     finally:
         rs.unlock_folder(out_path)
+
+
+_FOLDER_STATES = ("new", "checkpoint", "finished")
+
+
+def _folder_state_from_main(state: str | None) -> str:
+    """Process 0's :func:`copg_jax.results.prepare_folder` outcome on every process (one
+    process: ``state``); the others raise here when process 0 refused the folder. Every
+    process waits here until process 0 has prepared it."""
+    code = distributed.from_main(-1 if state is None else _FOLDER_STATES.index(state))
+    if code < 0:
+        raise ValueError("out: process 0 refused the results folder (its error says why)")
+    return _FOLDER_STATES[code]
 
 
 def _prepare(spec: SweepSpec, problems, fixed_points: bool):
@@ -458,11 +481,14 @@ def _run(spec: SweepSpec, methods: list[Method], num_instances: int, problem_bat
     are recorded in ``summary["errors"]`` instead of losing the curves; with
     ``state == "finished"`` (a resumed finished run) the curves are read back, not rerun.
     """
+    main = distributed.is_main()
+    progress = progress and main
     ckpt = None
     if out_path is not None:
-        (out_path / rs.CHECKPOINT).mkdir(parents=True, exist_ok=True)
+        if main:
+            (out_path / rs.CHECKPOINT).mkdir(parents=True, exist_ok=True)
         ckpt = out_path / rs.CHECKPOINT / "group.npz"
-    if on_start is not None:
+    if on_start is not None and main:
         on_start()
     if progress:
         _announce(spec, methods, num_instances)
@@ -481,6 +507,8 @@ def _run(spec: SweepSpec, methods: list[Method], num_instances: int, problem_bat
         "devices": [str(d) for d in jax.devices()],
         **(dict(summary_extra) if summary_extra else {}),
     }
+    if not main:  # process 0 writes the results and solves what follows the sweep
+        return SweepResult(summary, curves, None)
     if out_path is not None:  # the curves first: nothing after the sweep can lose them
         rs.write_npz(out_path / rs.CURVES, curves)
         rs.write_summary(out_path, summary)
@@ -582,6 +610,9 @@ def run_methods(
     points = spec.grid_points()
     method_points = [[spec.method_point(m.name, p) for p in points] for m in methods]
     saved = read_checkpoint(ckpt) if ckpt is not None and ckpt.exists() else None
+    distributed.check_same("resume: where the checkpoint continues (slice, chunk)",
+                           (-1, -1) if saved is None else (saved.next_slice,
+                                                           saved.next_chunk))
     _, sharded = runs_mesh()
     t0 = time.perf_counter()
     plan, inputs, programs, memory = _plan(spec, group, method_points, problem_batch,
@@ -598,8 +629,11 @@ def run_methods(
     if first < plan.num_slices and programs is None:  # every slice has the first's shapes
         programs = _compile(group, plan, inputs, sharded)
     timing = Timing(compile_s=time.perf_counter() - t0)
-    # The sweep module's write_checkpoint, looked up at each write (tests replace it).
-    with CheckpointWriter(ckpt, lambda p, c: write_checkpoint(p, c)) as writer:
+    # The sweep module's write_checkpoint, looked up at each write (tests replace it);
+    # process 0 alone writes.
+    main = distributed.is_main()
+    with CheckpointWriter(ckpt, lambda p, c: write_checkpoint(p, c) if main else None) \
+            as writer:
         for sl in range(first, plan.num_slices):
             x = place(slice_inputs(plan, inputs, sl), sharded)
             resumed = saved if saved is not None and sl == first else None
@@ -646,6 +680,7 @@ def _plan(spec: SweepSpec, group: train.Group, method_points, problem_batch,
                           leaf.dtype.itemsize for leaf in logged)  # and the checkpoint's copy
     memory = choose_units(program_bytes(programs.init, programs.chunk) / full.per_slice,
                           full.num_units, jax.device_count(), curve_bytes, num_points)
+    memory = dataclasses.replace(memory, units=distributed.agree_min(memory.units))
     plan = plan_for(memory.units * num_points)
     if plan.per_slice == full.per_slice:
         return full, inputs, programs, memory
@@ -677,9 +712,10 @@ def _run_slice(loop: _Loop, programs: Programs, x, sl: int, curves: Curves | Non
     plan, rows = loop.plan, loop.plan.rows(sl)
     (gstate, targets, m0), dt = _timed(programs.init, *x)
     timing = timing._replace(run_s=timing.run_s + dt)
+    m0 = distributed.to_host(m0)
     if curves is None:
         curves = {mn: {k: np.full((plan.padded, plan.num_points, plan.num_logs + 1), np.nan,
-                                  np.asarray(v).dtype)
+                                  v.dtype)
                        for k, v in mm.items()} for mn, mm in m0.items()}
     first_chunk = 0
     if resumed is not None and resumed.state is not None:
@@ -696,6 +732,7 @@ def _run_slice(loop: _Loop, programs: Programs, x, sl: int, curves: Curves | Non
     for c in range(first_chunk, plan.num_chunks):
         (gstate, ms), dt = _timed(_run_chunk, loop, programs, x, gstate, targets, c)
         timing = timing._replace(run_s=timing.run_s + dt)
+        ms = distributed.to_host(ms)
         if loop.check_nans:
             _check_finite(loop, ms, sl, 1 + c * plan.logs_per_chunk)
         _store(curves, ms, rows, 1 + c * plan.logs_per_chunk)
@@ -714,8 +751,8 @@ def _run_chunk(loop: _Loop, programs: Programs, x, gstate: train.GroupState, tar
     perms = ()
     if programs.perm_epochs:
         first = train.chunk_epochs(loop.group, start, lpc)[0]
-        perms = (programs.perms(gstate.data.shuffle_key, jnp.int32(first)),)
-    return programs.chunk(x.problems, x.hparams, gstate, targets, jnp.int32(start), *perms)
+        perms = (programs.perms(gstate.data.shuffle_key, np.int32(first)),)
+    return programs.chunk(x.problems, x.hparams, gstate, targets, np.int32(start), *perms)
 
 
 def _after_chunk(plan: Plan, curves: Curves, sl: int, c: int,

@@ -42,8 +42,18 @@ def runs_mesh() -> tuple[Mesh, NamedSharding]:
 
 
 def shard(tree: Any, sharding: NamedSharding) -> Any:
-    """Every leaf of ``tree`` placed with ``sharding`` (the runs axis split)."""
-    return jax.tree_util.tree_map(lambda a: jax.device_put(a, sharding), tree)
+    """Every leaf of ``tree`` placed with ``sharding`` (the runs axis split). Over
+    several processes (:mod:`copg_jax.distributed`) a host value, the same on every
+    process, becomes a global array of which each process places its own devices'
+    blocks; a leaf that is already a global array stays as it is."""
+    def put(a):
+        if sharding.is_fully_addressable or (isinstance(a, jax.Array)
+                                             and not a.is_fully_addressable):
+            return jax.device_put(a, sharding)
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+    return jax.tree_util.tree_map(put, tree)
 
 
 def place(x: SliceInputs, sharding: NamedSharding) -> SliceInputs:
@@ -149,9 +159,9 @@ def compile_programs(group: train.Group, plan: Plan, mesh: Mesh, x: SliceInputs,
     if n_ep:
         n = group.data_cfg.dataset_size
         perms = jax.jit(_perm_fn(mesh, n_ep, n), out_shardings=sharded).lower(
-            gstate.data.shuffle_key, jnp.int32(0)).compile()
+            gstate.data.shuffle_key, np.int32(0)).compile()
         perm_args = (jax.ShapeDtypeStruct((plan.per_slice, n_ep, n), jnp.int32,
                                           sharding=sharded),)
     chunk = jax.jit(_chunk_fn(group, mesh, label, plan.logs_per_chunk), out_shardings=sharded)
-    chunk = chunk.lower(x.problems, x.hparams, gstate, targets, jnp.int32(0), *perm_args)
+    chunk = chunk.lower(x.problems, x.hparams, gstate, targets, np.int32(0), *perm_args)
     return Programs(init.compile(), chunk.compile(), perms, n_ep)

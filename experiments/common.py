@@ -17,6 +17,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from copg_jax import distributed
+
 FLAGS = flags.FLAGS
 
 
@@ -39,6 +41,16 @@ def define_common(default_out: str, default_methods: str, default_seeds: int) ->
     flags.DEFINE_integer("cpu_devices", 1, "On the CPU backend, split the runs over this many "
                          "CPU devices (threads; e.g. the number of cores). Results agree with "
                          "1 device to float32 rounding, not always bit for bit.")
+    flags.DEFINE_integer("num_processes", 1, "Run the sweep as this many processes on "
+                         "jax.distributed, the runs split over all their devices. Without "
+                         "--process_id this command starts them on this machine (process 0 "
+                         "prints and writes); with --process_id and --coordinator it is one "
+                         "of them (one per host, e.g. under SLURM). --out must be on a "
+                         "filesystem they share.")
+    flags.DEFINE_integer("process_id", None, "This process's index 0..num_processes-1 in a "
+                         "multi-process run (with --coordinator).")
+    flags.DEFINE_string("coordinator", None, "host:port where process 0 serves the "
+                        "coordination of a multi-process run (the same on every process).")
     flags.DEFINE_bool("check_nans", False, "Stop with an error naming the method, grid point, "
                       "instance, seed and step at the first NaN/Inf in a logged metric "
                       "(checked after every chunk; JAX_DEBUG_NANS=1 then finds the op).")
@@ -174,14 +186,19 @@ def exit_if_errors(summary: dict, out: Path | None) -> None:
 
 
 def _resume_hint() -> str:
-    """The command line that continues an interrupted run of this process."""
-    args = [a for a in sys.argv[1:] if a not in ("--resume", "--noresume")]
+    """The command line that continues an interrupted run of this process (of the local
+    launch, for a worker that :func:`copg_jax.distributed.launch_local` started)."""
+    launched = os.environ.get(distributed.LAUNCHED) == "1"
+    args = [a for a in sys.argv[1:] if a not in ("--resume", "--noresume")
+            and not (launched and a.startswith(("--process_id=", "--coordinator=")))]
     module = Path(sys.argv[0]).stem
     prog = f"python -m experiments.{module}" if module != "-c" else "the same command"
     return " ".join([prog, *map(shlex.quote, args), "--resume"])
 
 
 def _interrupted() -> None:
+    if _joined() and FLAGS.process_id != 0:  # process 0 says where to resume
+        _exit(130)
     out = FLAGS.out
     ckpt = Path(out) / "checkpoint" if out else None
     if ckpt is not None and ckpt.is_dir() and any(ckpt.iterdir()):
@@ -190,7 +207,46 @@ def _interrupted() -> None:
     else:
         print("interrupted before any chunk was checkpointed; nothing to resume",
               file=sys.stderr)
-    sys.exit(130)
+    _exit(130)
+
+
+def _joined() -> bool:
+    """Whether this process is one of a multi-process run (joined on jax.distributed)."""
+    import jax
+
+    return jax.distributed.is_initialized()
+
+
+def _exit(code: int) -> None:
+    """Exits with ``code``; a process of a multi-process run at once (its peers may be
+    gone, :func:`copg_jax.distributed.exit_now`)."""
+    if _joined():
+        distributed.exit_now(code)
+    sys.exit(code)
+
+
+def _fail(msg: str, code: int) -> None:
+    """``error: msg`` on stderr (naming the process in a multi-process run), then exit."""
+    if _joined():
+        msg = f"process {FLAGS.process_id} of {FLAGS.num_processes}: {msg}"
+    print(f"error: {msg}", file=sys.stderr)
+    _exit(code)
+
+
+def _start_processes(multi_process: bool) -> None:
+    """Checks the multi-process flags; starts the local workers and exits with their code
+    (``--num_processes N`` alone), or joins the run (``--process_id``)."""
+    n, pid = FLAGS.num_processes, FLAGS.process_id
+    distributed.check_processes(n, pid, FLAGS.coordinator)
+    if n > 1 and not multi_process:
+        raise ValueError(f"num_processes: this CLI runs in one process, got {n}; "
+                         "multi-process sweeps: experiments.copg_bandit, "
+                         "experiments.tabular_mdp, or copg_jax.sweep.sweep after "
+                         "copg_jax.distributed.initialize in your own script")
+    if n > 1 and pid is None:
+        sys.exit(distributed.launch_local(n))
+    if n > 1:
+        distributed.initialize(FLAGS.coordinator, n, pid)
 
 
 def methods_help(kind: str) -> str:
@@ -209,11 +265,14 @@ def methods_help(kind: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(main: Callable[[list[str]], None], kind: str | None = None) -> None:
+def run(main: Callable[[list[str]], None], kind: str | None = None,
+        multi_process: bool = False) -> None:
     """``absl.app.run`` that prints a one-line error (exit code 2) instead of a traceback
     for bad input or an unusable path; ``--verbose`` shows the traceback. Ctrl-C prints
     where the checkpoint is and the ``--resume`` command (exit code 130). ``kind``: the
-    problem kind whose methods ``--help`` lists."""
+    problem kind whose methods ``--help`` lists. ``multi_process``: the CLI runs as
+    ``--num_processes`` processes (:mod:`copg_jax.distributed`; its processes other than
+    0 return after their sweep); any error in one of them is then one line naming it."""
     from copg_jax import results as rs
 
     if kind is not None and any(a in ("--help", "-h", "--helpshort", "--helpfull")
@@ -225,6 +284,7 @@ def run(main: Callable[[list[str]], None], kind: str | None = None) -> None:
         rs.hold_locks_until_exit()  # the figures after the sweep are written locked too
         try:
             set_cpu_devices(FLAGS.cpu_devices)
+            _start_processes(multi_process)
             enable_compile_cache(FLAGS.compile_cache)
             main(argv)
         except (ValueError, OSError) as e:
@@ -232,10 +292,19 @@ def run(main: Callable[[list[str]], None], kind: str | None = None) -> None:
                 traceback.print_exc()
             msg = str(e) if not isinstance(e, OSError) or not e.filename else \
                 f"{e.filename}: {e.strerror or e}"
-            print(f"error: {msg}", file=sys.stderr)
-            sys.exit(2)
+            _fail(msg, 2)
         except KeyboardInterrupt:
             _interrupted()
+        except distributed.PeerLost as e:
+            if FLAGS.verbose:
+                traceback.print_exc()
+            _fail(f"{e}; a sweep with --out keeps its last completed chunk in "
+                  "OUT/checkpoint: rerun with --resume", 1)
+        except Exception as e:
+            if not _joined():
+                raise
+            traceback.print_exc()  # never a silent worker
+            _fail(f"{type(e).__name__}: {e}", 1)
 
     def parse(argv):
         # absl's default parser prints usage and exits 1 on a malformed flag value.

@@ -34,7 +34,7 @@ import time
 import numpy as np
 from absl import flags
 
-from copg_jax import plotting, stats
+from copg_jax import distributed, plotting, stats
 from copg_jax.algos import bandit_methods
 from copg_jax.algos.base import StaticConfig, stable_eta
 from copg_jax.algos.registry import get_method
@@ -366,6 +366,8 @@ def main(argv) -> None:
         )
     finally:
         summarize.wait()  # never leave the solver process behind
+    if not distributed.is_main():  # process 0 writes the results (README: multi-host)
+        return
     for entry, tg in zip(result.summary["grid"], targets, strict=True):
         entry.update(pi_star=tg["pi_star"], J_star=tg["J_star"])
     from copg_jax import results as rs
@@ -393,4 +395,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    common.run(main, kind="bandit")
+    common.run(main, kind="bandit", multi_process=True)

@@ -82,7 +82,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from copg_jax import plotting, stats
+from copg_jax import distributed, plotting, stats
 from copg_jax.algos.base import Ctx, StaticConfig, stable_eta
 from copg_jax.algos.registry import get_method
 from copg_jax.envs import mdp as mdp_env
@@ -450,6 +450,8 @@ def main(argv) -> None:
         summary_extra={"J_star": jstar[betas[0]], "instances": desc,
                        "behaviour_coverage": coverages(problems)},
     )
+    if not distributed.is_main():  # process 0 writes the results (README: multi-host)
+        return
     for entry in result.summary["grid"]:
         entry["J_star"] = jstar[entry["hparams"]["beta"]]
     if "copg_learned_critic" in spec.methods:
@@ -485,4 +487,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    common.run(main, kind="mdp")
+    common.run(main, kind="mdp", multi_process=True)
