@@ -20,26 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cli_timing import timed_cli
+from benchmarks.cli_timing import PEAK_WRAP, peak_mb, timed_cli
 
 OUT = Path("results/benchmarks/grid_scaling.json")
 PLOT = Path("results/benchmarks/grid_scaling.png")
 METHODS = "copg,ipo,pg,pg_value_baseline"
-#: Runs the module given as the first argument and prints the process's peak RSS at exit.
-WRAP = ("import atexit, resource, runpy, sys\n"
-        "atexit.register(lambda: print('PEAK_RSS_KB', resource.getrusage("
-        "resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))\n"
-        "mod = sys.argv[1]; sys.argv = [mod] + sys.argv[2:]\n"
-        "runpy.run_module(mod, run_name='__main__', alter_sys=True)\n")
-
-
 def betas(points: int) -> str:
     return ",".join(f"{b:.6g}" for b in np.geomspace(0.1, 2.0, points))
 
@@ -47,13 +38,11 @@ def betas(points: int) -> str:
 def cli(points: int, epochs: int, seeds: int, cache: str, out: str,
         cwd: str | None = None) -> dict:
     """One run of the CLI (from the checkout ``cwd``): wall s, peak MB, and its timing."""
-    cmd = [sys.executable, "-c", WRAP, "experiments.copg_bandit", f"--beta={betas(points)}",
+    cmd = [sys.executable, "-c", PEAK_WRAP, "experiments.copg_bandit", f"--beta={betas(points)}",
            f"--methods={METHODS}", f"--seeds={seeds}", f"--epochs={epochs}",
            f"--compile_cache={cache}", f"--out={out}", "--overwrite", "--noprogress"]
     rec, err = timed_cli(cmd, out, cwd)
-    peak = re.search(r"PEAK_RSS_KB (\d+)", err)
-    return {**rec, "peak_mb": int(peak[1]) / 1024 if peak else None} if "error" not in rec \
-        else rec
+    return {**rec, "peak_mb": peak_mb(err)} if "error" not in rec else rec
 
 
 def measure(points: list[int], epochs: int, seeds: int, cwd: str | None) -> list[dict]:

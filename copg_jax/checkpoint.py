@@ -63,16 +63,20 @@ class CheckpointWriter:
     previous write and raises its error (a Ctrl-C or an OSError in the thread surfaces
     there); :meth:`close` waits for the last one. A file on disk is always a whole
     checkpoint (:func:`write_checkpoint` is atomic); after a crash the sweep resumes from the
-    last one written, at most one chunk behind. Use as a context manager.
+    last one written, at most one chunk behind. Use as a context manager. With ``path``
+    ``None`` (a process other than 0 of a multi-process sweep) it writes nothing.
     """
 
-    def __init__(self, path: Path, write: Callable[[Path, Checkpoint], None] | None = None):
+    def __init__(self, path: Path | None,
+                 write: Callable[[Path, Checkpoint], None] | None = None):
         self.path = path
         self._write = write or write_checkpoint
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
         self._pending: Future | None = None
 
     def put(self, ckpt: Checkpoint) -> None:
+        if self.path is None:  # a writer without a path writes nothing
+            return
         self.wait()
         copy = Checkpoint({m: {k: np.array(v) for k, v in mm.items()}
                            for m, mm in ckpt.curves.items()},

@@ -11,9 +11,10 @@ alone writes results and checkpoints (:func:`is_main`); the others read the same
 machine it always is).
 
 Where a collective fails because a peer died (its TCP connection resets), the surviving
-processes raise at their next all-gather; the CLIs then print which process stopped and
-exit (:func:`exit_now`) instead of waiting at JAX's shutdown barrier for a process that
-will never come. A host that vanishes without resetting its connections is detected by
+processes raise :class:`PeerLost` at their next all-gather; the CLIs then print that they
+lost contact with another process and exit (:func:`exit_now`) instead of waiting at JAX's
+shutdown barrier for a process that will never come (the local launcher's last line
+names the worker that died). A host that vanishes without resetting its connections is detected by
 the coordination service's heartbeat (:data:`HEARTBEAT_S`), which ends the others.
 
 On CPU the collectives are gloo's (``jax_cpu_collectives_implementation``), which JAX
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -50,13 +52,24 @@ def initialize(coordinator: str, num_processes: int, process_id: int) -> None:
 
     ``coordinator`` is ``host:port`` of process 0, which serves the coordination service
     there; every process passes the same address and ``num_processes``, and its own
-    ``process_id`` in ``0 .. num_processes - 1``."""
+    ``process_id`` in ``0 .. num_processes - 1``.
+
+    An exception that no one catches then ends the process at once (its traceback
+    printed, :func:`exit_now`): a script whose process 0 fails must not wait at the
+    shutdown barrier for peers that wait for it."""
     check_processes(num_processes, process_id, coordinator)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator, num_processes, process_id,
                                initialization_timeout=INIT_TIMEOUT_S,
                                heartbeat_timeout_seconds=HEARTBEAT_S,
                                shutdown_timeout_seconds=SHUTDOWN_S)
+    previous = sys.excepthook
+
+    def exit_on_uncaught(*exc_info):
+        previous(*exc_info)
+        exit_now(1)
+
+    sys.excepthook = exit_on_uncaught
 
 
 def check_processes(num_processes: int, process_id: int | None,
@@ -85,7 +98,7 @@ def _collective(fn, *args):
     """``fn(*args)`` (a multihost collective), its failure raised as :class:`PeerLost`."""
     try:
         return fn(*args)
-    except Exception as e:  # noqa: BLE001 - gloo reports a dead peer as several types
+    except (jax.errors.JaxRuntimeError, ValueError) as e:  # gloo: "Connection reset" ...
         raise PeerLost(f"lost contact with another process, which stopped or is "
                        f"unreachable ({type(e).__name__}: {str(e).strip()[:300]})") from e
 
@@ -128,6 +141,14 @@ def check_same(what: str, value: Sequence[int]) -> None:
         per = {i: got[i].tolist() for i in range(len(got))}
         raise ValueError(f"{what}: the processes disagree ({per}); --out must be one "
                          "folder that every process sees (a shared filesystem)")
+
+
+def barrier(name: str) -> None:
+    """Waits until every process has reached ``barrier(name)``."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        _collective(multihost_utils.sync_global_devices, name)
 
 
 def from_main(code: int) -> int:
@@ -174,24 +195,45 @@ def launch_local(num_processes: int, poll_s: float = 0.1) -> int:
 
     Worker 0's output is this process's; the others' standard output is dropped (they
     print nothing but errors) and their standard error kept in a file, shown when that
-    worker is the first to fail. At the first worker that exits with an error, the others
-    are stopped (SIGTERM, then SIGKILL after 10 s) and its code is returned; on Ctrl-C
-    every worker gets it (they checkpoint nothing more; the last checkpoint stays)."""
+    worker fails. At the first worker that exits with an error the others are stopped
+    (SIGTERM, then SIGKILL after 10 s), and so they are when this process gets Ctrl-C
+    (which a terminal also sends to the workers: they stop after their chunk's
+    checkpoint), SIGTERM or SIGHUP, or fails itself. Ctrl-C returns 130, a signal
+    128 + its number."""
     coordinator = f"localhost:{free_port()}"
     env = {**os.environ, LAUNCHED: "1"}
+    procs: list[subprocess.Popen] = []
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM,
+                                                                 signal.SIGHUP)}
     with tempfile.TemporaryDirectory(prefix="copg_jax_workers_") as tmp:
         logs = [Path(tmp) / f"worker{i}.err" for i in range(num_processes)]
-        procs = []
-        for i in range(num_processes):
-            err = None if i == 0 else logs[i].open("wb")
-            out = None if i == 0 else subprocess.DEVNULL
-            procs.append(subprocess.Popen(worker_command(i, coordinator), env=env,
-                                          stdout=out, stderr=err))
         try:
+            for i in range(num_processes):
+                with contextlib.ExitStack() as files:
+                    err = None if i == 0 else files.enter_context(logs[i].open("wb"))
+                    procs.append(subprocess.Popen(
+                        worker_command(i, coordinator), env=env, stderr=err,
+                        stdout=None if i == 0 else subprocess.DEVNULL))
             return _watch(procs, logs, poll_s)
         except KeyboardInterrupt:
-            _stop(procs, interrupt=True)
+            _stop(procs, interrupted=True)
             return 130
+        except _Stop as e:
+            return 128 + e.signum
+        finally:
+            _stop(procs)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+class _Stop(Exception):  # noqa: N818 - a signal, not an error
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stop(signum, frame) -> None:
+    raise _Stop(signum)
 
 
 def _watch(procs: list[subprocess.Popen], logs: list[Path], poll_s: float) -> int:
@@ -208,28 +250,45 @@ def _watch(procs: list[subprocess.Popen], logs: list[Path], poll_s: float) -> in
     codes = [p.poll() for p in procs]
     _stop(procs)
     failed = [i for i, c in enumerate(codes) if c not in (None, 0)]
-    for i in failed[1:] if failed[0] == 0 else failed:  # worker 0's stderr was shown
-        for line in logs[i].read_text(errors="replace").strip().splitlines()[-20:]:
-            print(f"process {i}: {line}", file=sys.stderr)
+    for i in failed:
+        if i != 0:  # worker 0's standard error is this process's
+            for line in logs[i].read_text(errors="replace").strip().splitlines()[-20:]:
+                print(f"process {i}: {line}", file=sys.stderr)
     what = ", ".join(f"process {i} of {len(procs)} exited with "
                      + (f"code {codes[i]}" if codes[i] > 0 else f"signal {-codes[i]}")
                      for i in failed)
-    print(f"error: {what}; the others were stopped. A sweep with --out keeps its last "
-          "completed chunk in OUT/checkpoint: rerun the same command with --resume",
-          file=sys.stderr, flush=True)
+    stopped = [i for i, c in enumerate(codes) if c is None]
+    if stopped:
+        what += f"; stopped process(es) {', '.join(map(str, stopped))}"
+    if any(codes[i] != 2 for i in failed):  # 2: bad input, which a resume repeats
+        what += (". A sweep with --out keeps its last completed chunk in OUT/checkpoint: "
+                 "rerun the same command with --resume")
+    print(f"error: {what}", file=sys.stderr, flush=True)
     return next((codes[i] for i in failed if codes[i] > 0), 1)
 
 
-def _stop(procs: list[subprocess.Popen], interrupt: bool = False) -> None:
-    """Stops the workers still running: SIGINT (``interrupt``) or SIGTERM, then SIGKILL
-    for any still there after 10 s."""
+def _stop(procs: list[subprocess.Popen], interrupted: bool = False) -> None:
+    """Stops the workers still running: after Ctrl-C (``interrupted``), which they got
+    too, it first gives them 10 s to stop by themselves, then SIGINT; else SIGTERM; then
+    SIGKILL for any still there 10 s later. Further Ctrl-Cs are ignored meanwhile."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        if interrupted:
+            _wait_all(procs, 10)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT) if interrupted else p.terminate()
+        _wait_all(procs, 10)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _wait_all(procs: list[subprocess.Popen], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
     for p in procs:
-        if p.poll() is None:
-            p.send_signal(2) if interrupt else p.terminate()
-    deadline = time.monotonic() + 10
-    for p in procs:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()

@@ -25,12 +25,17 @@ methods see the same offline datasets. Results are identical on 1 or many device
 when a sweep is interrupted and resumed (the step-t randomness is ``fold_in(key, t)``,
 independent of chunking).
 
+Over several processes (:mod:`copg_jax.distributed`) the devices are all processes'; every
+process runs the same host loop on the same inputs and gathers every chunk's metrics, and
+process 0 alone writes the folder and solves what follows the sweep.
+
 The problems own their kind (:func:`copg_jax.kinds.kind_of`): a :class:`SweepSpec` needs
 no kind string.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -408,29 +413,33 @@ def sweep(
         :meth:`SweepResult.plot` draws them as dashed lines. Tabular policies only (for a
         policy class: :mod:`copg_jax.class_fixed_point`). Its time is
         ``timing["fixed_point_s"]``.
+
+    In a multi-process run (after :func:`copg_jax.distributed.initialize`) every process
+    calls ``sweep`` with the same arguments; process 0 checks, prepares and writes
+    ``out`` (the others wait for it, and read its checkpoint on ``resume``: a shared
+    filesystem), and runs ``on_start``, ``method_summary`` and the fixed points. The
+    other processes return the same curves with ``out=None`` and a summary without those.
     """
     spec, methods, num_problems, problem_batch, fixed_point_cfgs = _prepare(
         spec, problems, fixed_points)
     config = _config(spec, problem_batch, extra_config)
-    # Process 0 checks and prepares the folder; the others wait for it (they would see
-    # it half-prepared).
-    out_path = None if out is None else rs.check_out(out) if distributed.is_main() \
-        else Path(out)
     run = functools.partial(
         _run, spec, methods, num_problems, problem_batch, config, progress=progress,
         method_summary=method_summary, summary_extra=summary_extra, check_nans=check_nans,
         on_start=on_start, fixed_point_cfgs=fixed_point_cfgs)
-    if out_path is None:
+    if out is None:
         return run(None, "new")
-    if not distributed.is_main():  # process 0 prepares and writes the folder
-        return run(out_path, _folder_state_from_main(None))
+    if not distributed.is_main():  # process 0 prepares the folder; they would see it half-done
+        return run(Path(out), _folder_state_from_main(None))
     try:
+        out_path = rs.check_out(out)
         state = rs.prepare_folder(out_path, config, resume=resume, overwrite=overwrite)
     except BaseException:
-        distributed.from_main(-1)  # the other processes stop too (below)
+        with contextlib.suppress(distributed.PeerLost):
+            distributed.from_main(-1)  # the other processes stop too (below)
         raise
-    _folder_state_from_main(state)
     try:
+        _folder_state_from_main(state)
         return run(out_path, state)
     finally:
         rs.unlock_folder(out_path)
@@ -494,9 +503,11 @@ def _run(spec: SweepSpec, methods: list[Method], num_instances: int, problem_bat
         _announce(spec, methods, num_instances)
     if state == "finished":
         per_method, timing = _read_finished(out_path, spec, methods)
+        distributed.barrier("read the finished results")  # before process 0 rewrites them
     else:
         per_method, timing = run_methods(spec, methods, problem_batch, num_instances, ckpt,
-                                         progress, check_nans=check_nans)
+                                         progress, check_nans=check_nans,
+                                         resume=state == "checkpoint")
     curves = _curves(per_method, spec.cfg)
     summary = {
         "experiment": spec.experiment,
@@ -510,7 +521,8 @@ def _run(spec: SweepSpec, methods: list[Method], num_instances: int, problem_bat
     if not main:  # process 0 writes the results and solves what follows the sweep
         return SweepResult(summary, curves, None)
     if out_path is not None:  # the curves first: nothing after the sweep can lose them
-        rs.write_npz(out_path / rs.CURVES, curves)
+        if state != "finished":  # (a finished run's were just read)
+            rs.write_npz(out_path / rs.CURVES, curves)
         rs.write_summary(out_path, summary)
         shutil.rmtree(out_path / rs.CHECKPOINT, ignore_errors=True)
     if method_summary is not None:
@@ -596,10 +608,12 @@ def run_methods(
     ckpt: Path | None,
     progress: bool = True,
     check_nans: bool = False,
+    resume: bool = True,
 ) -> tuple[Curves, dict[str, Any]]:
     """All runs of all methods, trained side by side: the plan's slices one after the
     other, each with the same compiled programs; after every chunk the curves so far
-    (and the slice's state) are checkpointed to ``ckpt``, from which a rerun resumes.
+    (and the slice's state) are checkpointed to ``ckpt``, from which a rerun resumes
+    (``resume``: continue from the checkpoint already there, if any).
 
     With ``check_nans``, the logged metrics are checked after initialization and after every
     chunk (before it is checkpointed); see :func:`sweep`.
@@ -609,10 +623,10 @@ def run_methods(
     group.check()
     points = spec.grid_points()
     method_points = [[spec.method_point(m.name, p) for p in points] for m in methods]
-    saved = read_checkpoint(ckpt) if ckpt is not None and ckpt.exists() else None
-    distributed.check_same("resume: where the checkpoint continues (slice, chunk)",
-                           (-1, -1) if saved is None else (saved.next_slice,
-                                                           saved.next_chunk))
+    saved = read_checkpoint(ckpt) if resume and ckpt is not None and ckpt.exists() else None
+    distributed.check_same(
+        "resume: the checkpoint's (slice, chunk, units per slice)", (-1, -1, -1)
+        if saved is None else (saved.next_slice, saved.next_chunk, saved.per_slice or -1))
     _, sharded = runs_mesh()
     t0 = time.perf_counter()
     plan, inputs, programs, memory = _plan(spec, group, method_points, problem_batch,
@@ -620,7 +634,7 @@ def run_methods(
     _check_saved(saved, plan)
     loop = _Loop(group, plan, sharded, points, ckpt, progress, check_nans)
     first = saved.next_slice if saved is not None else 0
-    if saved is not None:
+    if saved is not None and distributed.is_main():
         step = saved.next_chunk * plan.logs_per_chunk * group.cfgs[0].log_every
         print(f"resuming from the checkpoint in {ckpt.parent}: slice {first + 1} of "
               f"{plan.num_slices}, step {step} of {group.cfgs[0].num_steps}",
@@ -631,9 +645,8 @@ def run_methods(
     timing = Timing(compile_s=time.perf_counter() - t0)
     # The sweep module's write_checkpoint, looked up at each write (tests replace it);
     # process 0 alone writes.
-    main = distributed.is_main()
-    with CheckpointWriter(ckpt, lambda p, c: write_checkpoint(p, c) if main else None) \
-            as writer:
+    with CheckpointWriter(ckpt if distributed.is_main() else None,
+                          lambda p, c: write_checkpoint(p, c)) as writer:
         for sl in range(first, plan.num_slices):
             x = place(slice_inputs(plan, inputs, sl), sharded)
             resumed = saved if saved is not None and sl == first else None
@@ -699,7 +712,8 @@ def _check_saved(saved: Checkpoint | None, plan: Plan) -> None:
     if got != [want]:
         raise ValueError(f"resume: the checkpoint's curves are {got}, this sweep's "
                          f"{list(want)} (written by an earlier version, or with another "
-                         "max_parallel); rerun with --overwrite, or with the same settings")
+                         "max_parallel, or on another number of devices or processes); "
+                         "rerun with --overwrite, or with the same settings")
 
 
 def _run_slice(loop: _Loop, programs: Programs, x, sl: int, curves: Curves | None,
