@@ -126,6 +126,19 @@ def set_cpu_devices(n: int) -> None:
     jax.config.update("jax_num_cpu_devices", int(n))
 
 
+def prepare_top_folder(out: str, config: dict, *, resume: bool, overwrite: bool) -> Path:
+    """``--out`` of a CLI that runs several sweeps into its subfolders, checked and
+    prepared (:func:`copg_jax.results.prepare_folder`) by process 0 alone; the other
+    processes of a multi-process run only get its path, and read nothing in it before
+    each :func:`copg_jax.sweep.sweep` tells them that process 0 has prepared its
+    subfolder."""
+    from copg_jax import results as rs
+
+    if distributed.is_main():
+        rs.prepare_folder(out, config, resume=resume, overwrite=overwrite)  # checks it
+    return Path(out)
+
+
 def timed(label: str, fn: Callable, *args, **kwargs):
     """``(fn(*args, **kwargs), seconds)``; with ``--progress`` prints ``label …`` before
     and the seconds after (a fixed-point solve can take longer than the sweep)."""
@@ -240,9 +253,9 @@ def _start_processes(multi_process: bool) -> None:
     distributed.check_processes(n, pid, FLAGS.coordinator)
     if n > 1 and not multi_process:
         raise ValueError(f"num_processes: this CLI runs in one process, got {n}; "
-                         "multi-process sweeps: experiments.copg_bandit, "
-                         "experiments.tabular_mdp, or copg_jax.sweep.sweep after "
-                         "copg_jax.distributed.initialize in your own script")
+                         "multi-process sweeps: experiments.copg_bandit, tabular_mdp, "
+                         "preference_game, contextual_bandit, or copg_jax.sweep.sweep "
+                         "after copg_jax.distributed.initialize in your own script")
     if n > 1 and pid is None:
         sys.exit(distributed.launch_local(n))
     if n > 1:

@@ -40,7 +40,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from copg_jax import plotting, stats
+from copg_jax import distributed, plotting, stats
 from copg_jax import results as rs
 from copg_jax.algos.base import StaticConfig
 from copg_jax.algos.registry import get_method
@@ -206,12 +206,12 @@ def comparison_figure(path: Path, per_class: dict, curves: dict, steps) -> None:
 def main(argv) -> None:
     del argv
     specs, problem, extra = build()
-    out = rs.check_out(FLAGS.out)
     first = next(iter(specs.values()))
     top_config = {"experiment": "contextual_bandit_classes", **extra,
                   "classes": {n: s.to_config() for n, s in specs.items()},
                   "problems_sha256": rs.array_digest(problem)}
-    rs.prepare_folder(out, top_config, resume=FLAGS.resume, overwrite=FLAGS.overwrite)
+    out = common.prepare_top_folder(FLAGS.out, top_config, resume=FLAGS.resume,
+                                    overwrite=FLAGS.overwrite)
     beta0 = first.grid["beta"][0]
     summary = {"experiment": "contextual_bandit", **_targets(problem, beta0),
                "beta": beta0, "classes": {}}
@@ -222,6 +222,8 @@ def main(argv) -> None:
         result = sweep(spec, [problem], out / name, resume=resume,
                        overwrite=FLAGS.overwrite, progress=FLAGS.progress, extra_config=extra,
                        check_nans=FLAGS.check_nans)
+        if not distributed.is_main():  # process 0 writes the results (README: multi-host)
+            continue
         curves[name] = result.curves
         entry = result.summary["grid"][0]
         targets, fp_s = common.timed(f"{name}: class fixed points and best in class",
@@ -230,6 +232,8 @@ def main(argv) -> None:
                                     "methods": entry["methods"], **targets}
         summary.setdefault("timing", {})[name] = {**result.summary["timing"],
                                                   "fixed_point_s": fp_s}
+    if not distributed.is_main():
+        return
     rs.write_summary(out, summary)
     common.run_after_sweep(summary, out, ("figures", lambda: comparison_figure(
         out / "regret_by_class.png", summary["classes"], curves, curves[name]["steps"])))
@@ -253,4 +257,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    common.run(main, kind="contextual")
+    common.run(main, kind="contextual", multi_process=True)

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from copg_jax import plotting, stats
+from copg_jax import distributed, plotting, stats
 from copg_jax.algos.base import StaticConfig, stable_eta
 from copg_jax.algos.registry import get_method
 from copg_jax.envs import games as games_env
@@ -305,11 +305,13 @@ def sweep_and_equilibria(spec: SweepSpec, games: list, extra: dict, folder):
     if extra["game"] == "bt":
         summary_extra["pi_star_bandit"] = bandit_optima(extra["rewards"], taus)
     with ThreadPoolExecutor(1) as pool:
-        nash = pool.submit(timed_equilibria)
+        nash = pool.submit(timed_equilibria) if distributed.is_main() else None
         t0 = time.perf_counter()
         result = sweep(spec, games, folder, resume=FLAGS.resume, overwrite=True,
                        progress=FLAGS.progress, extra_config=extra, summary_extra=summary_extra)
         wall = time.perf_counter() - t0
+        if nash is None:  # a process other than 0 of a multi-process run
+            return result, 0.0, wall
         result.summary["nash"], t_nash = nash.result()
     return result, t_nash, wall
 
@@ -414,7 +416,8 @@ def run_config(spec: SweepSpec, extra) -> dict:
 def main(argv) -> None:
     del argv
     if FLAGS.combine:
-        combined_figure(FLAGS.combine)
+        if distributed.is_main():
+            combined_figure(FLAGS.combine)
         return
     import shutil
     from pathlib import Path
@@ -424,11 +427,13 @@ def main(argv) -> None:
     spec, games, extra = build()
     out = Path(FLAGS.out)
     config = {**run_config(spec, extra), "problems_sha256": rs.array_digest(games)}
-    rs.prepare_folder(out, config, resume=False, overwrite=FLAGS.overwrite)
+    common.prepare_top_folder(out, config, resume=False, overwrite=FLAGS.overwrite)
     partial = out / "partial"
-    if not FLAGS.resume:
+    if not FLAGS.resume and distributed.is_main():
         shutil.rmtree(partial, ignore_errors=True)
     result, t_nash, wall = sweep_and_equilibria(spec, games, extra, partial / "sweep")
+    if not distributed.is_main():  # process 0 writes the results (README: multi-host)
+        return
     summary = dict(result.summary)
     summary["config"] = config
     summary["timing"] = {**summary["timing"], "nash_s": t_nash, "sweeps_wall_s": wall}
@@ -453,4 +458,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    common.run(main, kind="game")
+    common.run(main, kind="game", multi_process=True)

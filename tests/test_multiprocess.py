@@ -115,7 +115,7 @@ def test_the_launcher_stops_the_others_at_the_first_failure(tmp_path, capsys):
     ("experiments.copg_bandit", ["--num_processes=2", "--process_id=0",
                                  "--coordinator=node0"], "coordinator: must be host:port"),
     ("experiments.copg_bandit", ["--num_processes=0"], "num_processes: must be an integer"),
-    ("experiments.preference_game", ["--num_processes=2"],
+    ("experiments.toy_lm", ["--num_processes=2"],
      "num_processes: this CLI runs in one process"),
 ])
 def test_bad_process_flags_are_refused_by_name(tmp_path, module, args, says):
@@ -124,3 +124,20 @@ def test_bad_process_flags_are_refused_by_name(tmp_path, module, args, says):
     assert proc.returncode == 2, err
     assert f"error: {says}" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cli_of_several_folders_runs_as_two_processes(tmp_path):
+    """``preference_game`` prepares its own folder and sweeps into a subfolder: as 2
+    processes its curves equal those of one process with 2 devices, bit for bit."""
+    args = ["--num_games=2", "--num_actions=4", "--steps=100", "--tau=0.1,0.01",
+            "--seeds=2", "--progress=false"]
+    done = run_jobs("experiments.preference_game", tmp_path,
+                    {"two_processes": [*args, "--num_processes=2"],
+                     "two_devices": [*args, "--cpu_devices=2"]})
+    for name, (code, err, _) in done.items():
+        assert code == 0, (name, err[-2000:])
+    two, devices = (_curves(done[k][2]) for k in ("two_processes", "two_devices"))
+    assert sorted(two) == sorted(devices)
+    for k in two:
+        np.testing.assert_array_equal(two[k], devices[k], err_msg=k)
+    assert (done["two_processes"][2] / "gap.png").exists()
