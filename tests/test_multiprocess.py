@@ -14,7 +14,7 @@ import pytest
 
 from copg_jax import distributed
 from copg_jax import results as rs
-from tests.cli_jobs import popen, run_jobs
+from tests.cli_jobs import ROOT, popen, run_jobs
 
 # 2 grid points x 4 seeds x 2 methods, 8 updates per epoch; about 10 chunks.
 TINY = ["--seeds=4", "--num_pairs=512", "--batch_size=64", "--methods=copg,ipo",
@@ -141,3 +141,35 @@ def test_a_cli_of_several_folders_runs_as_two_processes(tmp_path):
     for k in two:
         np.testing.assert_array_equal(two[k], devices[k], err_msg=k)
     assert (done["two_processes"][2] / "gap.png").exists()
+
+
+UNCAUGHT = """
+import sys
+from copg_jax import distributed
+pid = int(sys.argv[1])
+distributed.initialize(sys.argv[2], 2, pid)
+distributed.barrier("both up")
+if pid == 0:
+    raise RuntimeError("boom in process 0")
+distributed.barrier("never reached by process 0")
+"""
+
+
+def test_an_uncaught_error_in_a_script_ends_both_processes(tmp_path):
+    """A script's process 0 fails between two collectives: it exits at once (not at
+    JAX's shutdown barrier, which would wait for process 1), so process 1, waiting in
+    the next collective, raises PeerLost and exits too, instead of both hanging."""
+    script = tmp_path / "script.py"
+    script.write_text(UNCAUGHT)
+    coordinator = f"localhost:{distributed.free_port()}"
+    procs = [subprocess.Popen([sys.executable, str(script), str(i), coordinator],
+                              cwd=ROOT, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    try:
+        errs = [p.communicate(timeout=120)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [1, 1], errs
+    assert "RuntimeError: boom in process 0" in errs[0]
+    assert "PeerLost: lost contact with another process" in errs[1]
