@@ -429,18 +429,28 @@ def sweep(
         on_start=on_start, fixed_point_cfgs=fixed_point_cfgs)
     if out is None:
         return run(None, "new")
-    if not distributed.is_main():  # process 0 prepares the folder; they would see it half-done
-        return run(Path(out), _folder_state_from_main(None))
+    with _results_folder(out, config, resume=resume, overwrite=overwrite) as (out_path, state):
+        return run(out_path, state)
+
+
+@contextlib.contextmanager
+def _results_folder(out, config: dict, *, resume: bool, overwrite: bool):
+    """``(path, state)`` of ``out`` accepted for ``config``
+    (:func:`copg_jax.results.prepare_folder`) and locked for the block. Over several
+    processes, process 0 alone checks, prepares and locks it; the others wait for its
+    state (they would see the folder half-prepared) and stop too if it refused it."""
+    if not distributed.is_main():
+        yield Path(out), _folder_state_from_main(None)
+        return
     try:
         out_path = rs.check_out(out)
         state = rs.prepare_folder(out_path, config, resume=resume, overwrite=overwrite)
     except BaseException:
         with contextlib.suppress(distributed.PeerLost):
-            distributed.from_main(-1)  # the other processes stop too (below)
+            distributed.from_main(-1)  # the other processes stop too
         raise
     try:
-        _folder_state_from_main(state)
-        return run(out_path, state)
+        yield out_path, _folder_state_from_main(state)
     finally:
         rs.unlock_folder(out_path)
 
