@@ -3,7 +3,7 @@ r"""Multi-process sweeps (issue 15): 2 local processes vs 1 process on the same 
 ``python -m benchmarks.multiprocess [--seeds 100] [--epochs 100] [--json PATH]``
 
 The workload is the paper figure as a user runs it, ``python -m experiments.copg_bandit``
-(its 8 methods, ``--seeds`` seeds × ``--epochs`` passes over 10,000 pairs: 1,900 updates
+(its 11 methods, ``--seeds`` seeds × ``--epochs`` passes over 10,000 pairs: 1,900 updates
 at 100), in three layouts of the same runs: one process on one CPU device, one process on
 2 CPU devices (``--cpu_devices 2``), and 2 local processes of one CPU device each
 (``--num_processes 2``, jax.distributed with gloo). Each layout runs once to fill the
